@@ -1,0 +1,35 @@
+"""Crop set geometry, evidence-to-crop mapping and visual-token accounting."""
+
+from .geometry import (
+    ALL,
+    CROP_IDS,
+    CROP_NAMES,
+    DEFAULT_MIN_CROP_SIDE,
+    MIN_VIEW_SIDE,
+    Box,
+    crop_box,
+    extract_crops,
+    low_res_size,
+    low_res_view,
+)
+from .mapping import CropSelection, boxes_to_crops, iou_crops
+from .tokens import MAX_ASPECT_RATIO, VisionGrid, retained_token_ratio
+
+__all__ = [
+    "ALL",
+    "CROP_IDS",
+    "CROP_NAMES",
+    "DEFAULT_MIN_CROP_SIDE",
+    "MAX_ASPECT_RATIO",
+    "MIN_VIEW_SIDE",
+    "Box",
+    "CropSelection",
+    "VisionGrid",
+    "boxes_to_crops",
+    "crop_box",
+    "extract_crops",
+    "iou_crops",
+    "low_res_size",
+    "low_res_view",
+    "retained_token_ratio",
+]

@@ -1,0 +1,131 @@
+"""The discrete crop set of AwaRes and the low-resolution view, as pixel boxes on a W x H image."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from PIL import Image
+
+CROP_NAMES: dict[str, str] = {
+    "0": "top-left",
+    "1": "top-right",
+    "2": "bottom-left",
+    "3": "bottom-right",
+    "4": "center",
+    "5": "top",
+    "6": "bottom",
+    "7": "left",
+    "8": "right",
+}
+ALL = "all"
+CROP_IDS: tuple[str, ...] = (*CROP_NAMES, ALL)
+
+# The reference implementation never returns a crop thinner than this; images smaller than it
+# in a dimension get that whole dimension.
+DEFAULT_MIN_CROP_SIDE = 100
+# Qwen2-VL processors work on 28 px cells (14 px patches merged 2x2): no view is made smaller.
+MIN_VIEW_SIDE = 28
+
+
+@dataclass(frozen=True)
+class Box:
+    """An axis-aligned pixel box, half-open: columns x0..x1-1, rows y0..y1-1."""
+
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+
+    def __post_init__(self) -> None:
+        if self.x1 <= self.x0 or self.y1 <= self.y0:
+            raise ValueError(f"empty box {self.as_tuple()}")
+
+    @property
+    def width(self) -> int:
+        return self.x1 - self.x0
+
+    @property
+    def height(self) -> int:
+        return self.y1 - self.y0
+
+    @property
+    def area(self) -> int:
+        return self.width * self.height
+
+    def as_tuple(self) -> tuple[int, int, int, int]:
+        return (self.x0, self.y0, self.x1, self.y1)
+
+    def intersection(self, other: Box) -> int:
+        """Area shared with ``other`` (0 when disjoint)."""
+        w = min(self.x1, other.x1) - max(self.x0, other.x0)
+        h = min(self.y1, other.y1) - max(self.y0, other.y0)
+        return max(w, 0) * max(h, 0)
+
+    def iou(self, other: Box) -> float:
+        inter = self.intersection(other)
+        return inter / (self.area + other.area - inter)
+
+    def clip(self, width: int, height: int) -> Box:
+        """This box restricted to a ``width`` x ``height`` image (raises if nothing is left)."""
+        return Box(max(self.x0, 0), max(self.y0, 0), min(self.x1, width), min(self.y1, height))
+
+
+def _span(start: int, stop: int, size: int, min_side: int) -> tuple[int, int]:
+    """Grow ``[start, stop)`` about its centre to ``min_side`` (at most ``size``), kept inside the image."""
+    side = min(max(stop - start, min_side), size)
+    centre = (start + stop) / 2
+    lo = min(max(int(round(centre - side / 2)), 0), size - side)
+    return lo, lo + side
+
+
+def crop_box(crop_id: str, width: int, height: int, min_side: int = DEFAULT_MIN_CROP_SIDE) -> Box:
+    """Pixel box of ``crop_id`` on a ``width`` x ``height`` image.
+
+    Quadrants and halves split at ``W//2`` and ``H//2``; the centre crop spans ``W//4..3W//4`` and
+    ``H//4..3H//4``. A side shorter than ``min_side`` grows about its centre (clamped to the image).
+    """
+    if width < 1 or height < 1:
+        raise ValueError(f"image size must be positive, got {width}x{height}")
+    hw, hh = width // 2, height // 2
+    spans = {
+        "0": (0, 0, hw, hh),
+        "1": (hw, 0, width, hh),
+        "2": (0, hh, hw, height),
+        "3": (hw, hh, width, height),
+        "4": (width // 4, height // 4, 3 * width // 4, 3 * height // 4),
+        "5": (0, 0, width, hh),
+        "6": (0, hh, width, height),
+        "7": (0, 0, hw, height),
+        "8": (hw, 0, width, height),
+        ALL: (0, 0, width, height),
+    }
+    if crop_id not in spans:
+        raise KeyError(f"unknown crop id {crop_id!r}; valid ids are {list(CROP_IDS)}")
+    x0, y0, x1, y1 = spans[crop_id]
+    x0, x1 = _span(x0, max(x1, x0 + 1), width, min_side)
+    y0, y1 = _span(y0, max(y1, y0 + 1), height, min_side)
+    return Box(x0, y0, x1, y1)
+
+
+def extract_crops(
+    image: Image.Image, crop_ids: list[str] | tuple[str, ...], min_side: int = DEFAULT_MIN_CROP_SIDE
+) -> list[Image.Image]:
+    """The crops of the full-resolution ``image`` in the requested order, at native resolution."""
+    return [image.crop(crop_box(cid, *image.size, min_side=min_side).as_tuple()) for cid in crop_ids]
+
+
+def low_res_size(width: int, height: int, scale: float = 0.5, min_side: int = MIN_VIEW_SIDE) -> tuple[int, int]:
+    """Size of the low-resolution view: ``scale`` per side, never below ``min_side`` nor above the original."""
+    if not 0 < scale <= 1:
+        raise ValueError(f"low-res scale must be in (0, 1], got {scale}")
+
+    def side(s: int) -> int:
+        return min(s, max(round(s * scale), min_side))
+
+    return side(width), side(height)
+
+
+def low_res_view(image: Image.Image, scale: float = 0.5, min_side: int = MIN_VIEW_SIDE) -> Image.Image:
+    """The low-resolution global view (Lanczos), as in the reference implementation."""
+    size = low_res_size(*image.size, scale=scale, min_side=min_side)
+    return image if size == image.size else image.resize(size, Image.Resampling.LANCZOS)

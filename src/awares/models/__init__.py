@@ -1,0 +1,1 @@
+"""Model backends (HF transformers) and the offline tiny-model builder."""

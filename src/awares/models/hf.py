@@ -1,0 +1,176 @@
+"""HF transformers backend: batched generation with the turn-1 KV cache carried into turn 2."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoConfig, AutoModelForImageTextToText, Cache
+
+from ..errors import ModelLoadError
+from ..protocol import Message, images_of
+from .processor import load_processor
+
+_REQUIRED_FILES = ("config.json", "tokenizer_config.json", "preprocessor_config.json")
+
+
+@dataclass
+class Turn:
+    """Decoded texts of one generation call, plus what a later call needs to continue from it."""
+
+    texts: list[str]
+    new_tokens: list[int]
+    session: Session
+    logits: tuple[torch.Tensor, ...] | None = None  # per decoding step, when asked with output_logits=True
+
+
+@dataclass
+class Session:
+    """State after a batched generation: token ids, attention mask, image grids per row and the KV cache.
+
+    ``sequences`` are prompt and generated ids (left padded); ``attention_mask`` is 0 on padding and
+    on tokens generated after a row's end of turn; the cache holds every column but the last.
+    """
+
+    conversations: list[list[Message]]
+    sequences: torch.Tensor
+    attention_mask: torch.Tensor
+    grids: list[torch.Tensor]
+    cache: Cache
+    ended: list[bool]
+
+
+def _check_model_dir(path: Path) -> None:
+    if not path.is_dir():
+        raise ModelLoadError(f"model directory {path} does not exist")
+    missing = [name for name in _REQUIRED_FILES if not (path / name).is_file()]
+    if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
+        missing.append("model weights (*.safetensors)")
+    if missing:
+        raise ModelLoadError(f"model directory {path} is missing {', '.join(missing)}")
+
+
+class HFBackend:
+    """A local Qwen2-VL / Qwen2.5-VL checkpoint run with transformers (CPU, or CUDA with bf16)."""
+
+    def __init__(self, model: Any, processor: Any):
+        self.model = model.eval()
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.image_token_id = processor.image_token_id
+        eos = model.generation_config.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, list) else [eos])
+        self.pad_id = self.tokenizer.pad_token_id
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | None = None, dtype: str | None = None) -> HFBackend:
+        """Load the checkpoint in ``path`` (no network). ``device`` defaults to CUDA when present,
+        ``dtype`` to bfloat16 on CUDA and float32 on CPU."""
+        path = Path(path)
+        _check_model_dir(path)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if device.startswith("cuda") else torch.float32)
+        try:
+            AutoConfig.from_pretrained(path, local_files_only=True)
+            processor = load_processor(path)
+            model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch_dtype, local_files_only=True)
+        except (OSError, ValueError, json.JSONDecodeError) as err:
+            raise ModelLoadError(f"cannot load model from {path}: {err}") from err
+        return cls(model.to(device), processor)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def _prompt(self, messages: list[Message], generation: bool = True) -> str:
+        return self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation)
+
+    def _encode(self, texts: list[str], images: list[Any]) -> dict[str, torch.Tensor]:
+        return self.processor(text=texts, images=images or None, padding=True, return_tensors="pt").to(self.device)
+
+    def generate(self, conversations: list[list[Message]], max_new_tokens: int = 64, **sampling: Any) -> Turn:
+        """Turn 1: prefill each conversation (batched, left padded) and decode."""
+        inputs = self._encode([self._prompt(c) for c in conversations], [im for c in conversations for im in images_of(c)])
+        grids = self._split_grids(inputs.get("image_grid_thw"), [len(images_of(c)) for c in conversations])
+        return self._decode(conversations, inputs, grids, max_new_tokens, sampling)
+
+    def extend(self, session: Session, rows: list[int], conversations: list[list[Message]], max_new_tokens: int = 64, **sampling: Any) -> Turn:
+        """Turn 2 for ``rows`` of ``session``: each conversation is that row's conversation plus new
+        messages (assistant turn as decoded, then a user turn). Only the new tokens are prefilled;
+        the turn-1 cache is reused, and only the new images go through the vision encoder."""
+        index = torch.tensor(rows, device=self.device)
+        cache = session.cache
+        cache.batch_select_indices(index)
+        tails = [self._tail(session, r, conv) for r, conv in zip(rows, conversations)]
+        added = [images_of(conv)[len(images_of(session.conversations[r])) :] for r, conv in zip(rows, conversations)]
+        new_images = [im for row_images in added for im in row_images]
+        tail = self._encode(tails, new_images)
+        input_ids = torch.cat([session.sequences[index], tail["input_ids"]], dim=1)
+        attention_mask = torch.cat([session.attention_mask[index], tail["attention_mask"]], dim=1)
+        new_grids = self._split_grids(tail.get("image_grid_thw"), [len(a) for a in added])
+        grids = [torch.cat([session.grids[r], g]) for r, g in zip(rows, new_grids)]
+        inputs: dict[str, Any] = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "mm_token_type_ids": (input_ids == self.image_token_id).int(),
+            "past_key_values": cache,
+        }
+        if new_images:
+            # Encode only the new images; the ids carry the grids of every image so that 3-D rope
+            # positions are computed over the whole two-turn sequence.
+            features = self.model.get_image_features(tail["pixel_values"], tail["image_grid_thw"], return_dict=True)
+            inputs["mm_encoder_outputs"] = {"image": features}
+        all_grids = torch.cat(grids) if any(len(g) for g in grids) else None
+        if all_grids is not None:
+            inputs["image_grid_thw"] = all_grids
+        return self._decode(conversations, inputs, grids, max_new_tokens, sampling)
+
+    def _tail(self, session: Session, row: int, conversation: list[Message]) -> str:
+        """Template text that follows row ``row``'s generated ids in ``conversation``."""
+        previous = session.conversations[row]
+        head = self._prompt(previous)
+        added = conversation[len(previous)]
+        content = added["content"] if isinstance(added["content"], str) else "".join(p.get("text", "") for p in added["content"])
+        closed = self._prompt(conversation[: len(previous) + 1], generation=False)
+        full = self._prompt(conversation)
+        if not (closed.startswith(head + content) and full.startswith(closed)):
+            raise ValueError("the chat template does not render the conversation as a prefix extension")
+        tail = closed[len(head) + len(content):] + full[len(closed):]
+        if session.ended[row]:
+            eos_text = self.tokenizer.decode([int(session.sequences[row][session.attention_mask[row].nonzero()[-1]])])
+            tail = tail.removeprefix(eos_text)
+        return tail
+
+    def _split_grids(self, grid: torch.Tensor | None, counts: list[int]) -> list[torch.Tensor]:
+        if grid is None:
+            return [torch.zeros((0, 3), dtype=torch.long, device=self.device) for _ in counts]
+        return list(torch.split(grid, counts))
+
+    def _decode(self, conversations: list[list[Message]], inputs: dict[str, Any], grids: list[torch.Tensor], max_new_tokens: int, sampling: dict[str, Any]) -> Turn:
+        with torch.inference_mode():
+            out = self.model.generate(
+                **inputs,
+                max_new_tokens=max_new_tokens,
+                do_sample=bool(sampling.pop("do_sample", False)),
+                return_dict_in_generate=True,
+                use_cache=True,
+                pad_token_id=self.pad_id,
+                **sampling,
+            )
+        prompt_len = inputs["input_ids"].shape[1]
+        generated = out.sequences[:, prompt_len:]
+        is_eos = torch.isin(generated, torch.tensor(sorted(self.eos_ids), device=generated.device))
+        # Columns after a row's first end-of-turn token are padding for that row.
+        after_end = (is_eos.cumsum(dim=1) - is_eos.int()) > 0
+        mask = torch.cat([inputs["attention_mask"], (~after_end).long()], dim=1)
+        ended = is_eos.any(dim=1).tolist()
+        texts, lengths = [], []
+        for row in range(generated.shape[0]):
+            ids = generated[row][~after_end[row]]
+            lengths.append(int(ids.numel()))
+            texts.append(self.tokenizer.decode(ids, skip_special_tokens=True))
+        session = Session(conversations, out.sequences, mask, grids, out.past_key_values, ended)
+        return Turn(texts, lengths, session, getattr(out, "logits", None))

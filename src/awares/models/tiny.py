@@ -1,0 +1,173 @@
+"""Build a tiny Qwen2.5-VL (random init) with a tokenizer and processor made fully offline.
+
+The model is transformers' own ``Qwen2_5_VLForConditionalGeneration`` with a small config; the
+tokenizer is a byte-level BPE trained with ``tokenizers`` on the project's own text, carrying the
+Qwen special tokens and the Qwen2-VL chat template. Everything is saved with ``save_pretrained`` and
+reloads with ``from_pretrained`` like any hub checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (
+    PreTrainedTokenizerFast,
+    Qwen2_5_VLConfig,
+    Qwen2_5_VLForConditionalGeneration,
+    Qwen2VLImageProcessorPil,
+)
+
+from ..crops import CROP_NAMES
+from ..protocol import SYSTEM_PROMPT
+from .processor import ImageOnlyQwenVLProcessor, save_processor
+
+SPECIAL_TOKENS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
+
+# The Qwen2-VL / Qwen2.5-VL chat template (the one shipped with those checkpoints).
+CHAT_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}"
+    "{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}"
+    "<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}"
+    "{% set video_count.value = video_count.value + 1 %}"
+    "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}"
+    "<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+@dataclass
+class TinyConfig:
+    """Sizes of the tiny model and its processor (defaults train on a 2-core CPU)."""
+
+    text_hidden: int = 128
+    text_layers: int = 4
+    text_heads: int = 4
+    text_kv_heads: int = 2
+    text_intermediate: int = 384
+    vision_hidden: int = 96
+    vision_layers: int = 2
+    vision_heads: int = 4
+    vision_intermediate: int = 192
+    bpe_vocab: int = 1024
+    min_pixels: int = 16 * 28 * 28
+    max_pixels: int = 1024 * 28 * 28
+    seed: int = 0
+    extra_corpus: list[str] = field(default_factory=list)
+
+
+def _corpus(extra: list[str]) -> list[str]:
+    """Text the BPE is trained on: the protocol's own strings, digits, words and letters."""
+    lines = [SYSTEM_PROMPT, str(CROP_NAMES), "GET_CROPS: ['0', '5']", "GET_CROPS: ['all']"]
+    lines += [f"GET_CROPS: ['{i}']" for i in CROP_NAMES]
+    lines += [" ".join(str(n) for n in range(i, i + 50)) for i in range(0, 1000, 50)]
+    lines += ["abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ 0123456789 .,:;!?'\"()[]{}-_/"]
+    lines += ["What is the color of the large shape? What is written on the small label? yes no"]
+    return lines + list(extra)
+
+
+def build_tokenizer(config: TinyConfig) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE offline and wrap it as a Qwen-style fast tokenizer."""
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=config.bpe_vocab,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(_corpus(config.extra_corpus), trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        padding_side="left",
+        extra_special_tokens={
+            "image_token": "<|image_pad|>",
+            "video_token": "<|video_pad|>",
+            "vision_bos_token": "<|vision_start|>",
+            "vision_eos_token": "<|vision_end|>",
+        },
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def build_processor(config: TinyConfig) -> ImageOnlyQwenVLProcessor:
+    """Tokenizer plus the PIL image processor of Qwen2-VL, with the tiny pixel budget."""
+    tokenizer = build_tokenizer(config)
+    image_processor = Qwen2VLImageProcessorPil(min_pixels=config.min_pixels, max_pixels=config.max_pixels)
+    return ImageOnlyQwenVLProcessor(image_processor, tokenizer, chat_template=CHAT_TEMPLATE)
+
+
+def build_model(config: TinyConfig, tokenizer: PreTrainedTokenizerFast) -> Qwen2_5_VLForConditionalGeneration:
+    """A randomly initialised Qwen2.5-VL whose special-token ids come from ``tokenizer``."""
+    ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in SPECIAL_TOKENS}
+    head_dim = config.text_hidden // config.text_heads
+    half = head_dim // 2
+    mrope = [half - 2 * (3 * half // 8), 3 * half // 8, 3 * half // 8]  # 16/24/24 of 64 in Qwen2.5-VL-7B
+    model_config = Qwen2_5_VLConfig(
+        text_config=dict(
+            vocab_size=len(tokenizer),
+            hidden_size=config.text_hidden,
+            intermediate_size=config.text_intermediate,
+            num_hidden_layers=config.text_layers,
+            num_attention_heads=config.text_heads,
+            num_key_value_heads=config.text_kv_heads,
+            max_position_embeddings=4096,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope},
+            bos_token_id=ids["<|endoftext|>"],
+            eos_token_id=ids["<|im_end|>"],
+            pad_token_id=ids["<|endoftext|>"],
+        ),
+        vision_config=dict(
+            depth=config.vision_layers,
+            hidden_size=config.vision_hidden,
+            intermediate_size=config.vision_intermediate,
+            num_heads=config.vision_heads,
+            out_hidden_size=config.text_hidden,
+            window_size=112,
+            fullatt_block_indexes=[config.vision_layers - 1],
+        ),
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )
+    torch.manual_seed(config.seed)
+    model = Qwen2_5_VLForConditionalGeneration(model_config)
+    model.generation_config.eos_token_id = ids["<|im_end|>"]
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    return model.eval()
+
+
+def build_tiny(output_dir: str | Path, config: TinyConfig | None = None) -> Path:
+    """Build and save the tiny model and processor to ``output_dir``; return the directory."""
+    config = config or TinyConfig()
+    output_dir = Path(output_dir)
+    processor = build_processor(config)
+    model = build_model(config, processor.tokenizer)
+    model.save_pretrained(output_dir)
+    save_processor(processor, output_dir)
+    return output_dir

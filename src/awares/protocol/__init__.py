@@ -1,0 +1,22 @@
+"""The crop-retrieval protocol: system prompt, tool-call parsing and message building."""
+
+from .messages import Message, images_of, turn1_messages, turn2_messages
+from .parse import Answer, CropCall, Parsed, ParseError, parse_lenient, parse_response, parse_strict
+from .prompt import CALL_PREFIX, SYSTEM_PROMPT, format_call
+
+__all__ = [
+    "CALL_PREFIX",
+    "SYSTEM_PROMPT",
+    "Answer",
+    "CropCall",
+    "Message",
+    "ParseError",
+    "Parsed",
+    "format_call",
+    "images_of",
+    "parse_lenient",
+    "parse_response",
+    "parse_strict",
+    "turn1_messages",
+    "turn2_messages",
+]

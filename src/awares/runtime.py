@@ -1,0 +1,178 @@
+"""The two-turn AwaRes engine and the single-pass baselines, over any backend with ``generate``/``extend``."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Sequence
+
+from PIL import Image
+from tqdm.auto import tqdm
+
+from .crops import ALL, DEFAULT_MIN_CROP_SIDE, VisionGrid, extract_crops, low_res_view
+from .errors import InputError
+from .images import load_image
+from .protocol import SYSTEM_PROMPT, Answer, CropCall, ParseError, format_call, parse_response, turn1_messages, turn2_messages
+
+Policy = Literal["full", "low", "crops", "oracle"]
+POLICIES: tuple[str, ...] = ("full", "low", "crops", "oracle")
+
+
+@dataclass
+class RuntimeConfig:
+    """How the engine runs the protocol."""
+
+    low_res_scale: float = 0.5
+    min_crop_side: int = DEFAULT_MIN_CROP_SIDE
+    max_new_tokens: int = 32
+    strict_parse: bool = False
+    # A call that cannot be parsed either fetches the whole image ("all") or is the final answer ("answer").
+    on_malformed: Literal["all", "answer"] = "all"
+    system_prompt: str = SYSTEM_PROMPT
+    batch_size: int = 8
+
+
+@dataclass
+class Request:
+    """One question on one image; ``oracle_crops`` is used by the ``oracle`` policy only."""
+
+    image: Image.Image | str
+    question: str
+    oracle_crops: tuple[str, ...] = ()
+
+
+@dataclass
+class VisualTokens:
+    """Visual tokens of the global view (low-res or full), of the crops, and of the full image."""
+
+    view: int = 0
+    crops: int = 0
+    full: int = 0
+
+
+@dataclass
+class Result:
+    """What one request produced: the answer, raw turns, crops, parse status, tokens, RTR and timings.
+
+    ``seconds`` holds the wall time of each turn's batched call that served this request.
+    """
+
+    policy: str
+    answer: str
+    turns: list[str]
+    crops: tuple[str, ...] = ()
+    parse_status: Literal["answer", "call", "malformed"] = "answer"
+    parse_error: str | None = None
+    tokens: VisualTokens = field(default_factory=VisualTokens)
+    rtr: float = 0.0
+    seconds: list[float] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "crops": list(self.crops)}
+
+
+class Engine:
+    """Runs a policy on requests with a backend (``HFBackend`` or anything with the same two calls)."""
+
+    def __init__(self, backend: Any, config: RuntimeConfig | None = None):
+        self.backend = backend
+        self.config = config or RuntimeConfig()
+        self.grid = VisionGrid.from_processor(backend.processor)
+
+    def answer(self, image: Image.Image | str, question: str, policy: Policy = "crops", oracle_crops: Sequence[str] = ()) -> Result:
+        """Answer one question about one image."""
+        return self.answer_batch([Request(image, question, tuple(oracle_crops))], policy)[0]
+
+    def answer_batch(self, requests: Sequence[Request], policy: Policy = "crops", progress: bool = False) -> list[Result]:
+        """Answer many requests, ``config.batch_size`` at a time."""
+        if policy not in POLICIES:
+            raise InputError(f"unknown policy {policy!r}; choose from {', '.join(POLICIES)}")
+        size = self.config.batch_size
+        results: list[Result] = []
+        for start in tqdm(range(0, len(requests), size), desc=policy, disable=not progress, unit="batch"):
+            results.extend(self._run_batch(list(requests[start : start + size]), policy))
+        return results
+
+    def _run_batch(self, requests: list[Request], policy: Policy) -> list[Result]:
+        for r in requests:
+            if not r.question.strip():
+                raise InputError("the question is empty")
+        images = [load_image(r.image) for r in requests]
+        lows = [low_res_view(im, self.config.low_res_scale) for im in images]
+        if policy == "full":
+            return self._single_pass(policy, images, images, requests, system_prompt=None)
+        if policy == "low":
+            return self._single_pass(policy, images, lows, requests, system_prompt=None)
+        if policy == "oracle":
+            return self._oracle(images, lows, requests)
+        return self._protocol(images, lows, requests)
+
+    def _finish(self, policy: str, image: Image.Image, view: Image.Image, crop_images: list[Image.Image], **fields: Any) -> Result:
+        """A result with its exact token counts and RTR."""
+        grid = self.grid
+        crop_tokens = sum(grid.tokens(*c.size) for c in crop_images)
+        tokens = VisualTokens(grid.tokens(*view.size), crop_tokens, grid.tokens(*image.size))
+        return Result(policy=policy, tokens=tokens, rtr=(tokens.view + tokens.crops) / tokens.full, **fields)
+
+    def _timed(self, call: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
+        start = time.perf_counter()
+        out = call(*args, max_new_tokens=self.config.max_new_tokens, **kwargs)
+        return out, time.perf_counter() - start
+
+    def _single_pass(self, policy: str, images: list[Image.Image], views: list[Image.Image], requests: list[Request], system_prompt: str | None) -> list[Result]:
+        conversations = [turn1_messages(v, r.question, system_prompt) for v, r in zip(views, requests)]
+        turn, seconds = self._timed(self.backend.generate, conversations)
+        return [
+            self._finish(policy, im, v, [], answer=text.strip(), turns=[text], seconds=[seconds])
+            for im, v, text in zip(images, views, turn.texts)
+        ]
+
+    def _oracle(self, images: list[Image.Image], lows: list[Image.Image], requests: list[Request]) -> list[Result]:
+        """The given crops are shown after a canonical call, as if the model had asked for them."""
+        results: list[Result | None] = [None] * len(requests)
+        with_crops = [i for i, r in enumerate(requests) if r.oracle_crops]
+        without = [i for i, r in enumerate(requests) if not r.oracle_crops]
+        if without:
+            sub = self._single_pass("oracle", [images[i] for i in without], [lows[i] for i in without], [requests[i] for i in without], self.config.system_prompt)
+            for i, res in zip(without, sub):
+                results[i] = res
+        if with_crops:
+            crops = [extract_crops(images[i], requests[i].oracle_crops, self.config.min_crop_side) for i in with_crops]
+            conversations = [
+                turn2_messages(turn1_messages(lows[i], requests[i].question, self.config.system_prompt), format_call(requests[i].oracle_crops), c)
+                for i, c in zip(with_crops, crops)
+            ]
+            turn, seconds = self._timed(self.backend.generate, conversations)
+            for i, c, text in zip(with_crops, crops, turn.texts):
+                call = format_call(requests[i].oracle_crops)
+                results[i] = self._finish("oracle", images[i], lows[i], c, answer=text.strip(), turns=[call, text], crops=requests[i].oracle_crops, parse_status="call", seconds=[0.0, seconds])
+        return [r for r in results if r is not None]
+
+    def _protocol(self, images: list[Image.Image], lows: list[Image.Image], requests: list[Request]) -> list[Result]:
+        """Turn 1 on the low-res view; requests that call the tool get their crops in turn 2."""
+        conversations = [turn1_messages(low, r.question, self.config.system_prompt) for low, r in zip(lows, requests)]
+        turn1, seconds1 = self._timed(self.backend.generate, conversations)
+        results: list[Result] = []
+        calls: dict[int, tuple[tuple[str, ...], list[Image.Image]]] = {}
+        for i, text in enumerate(turn1.texts):
+            parsed = parse_response(text, strict=self.config.strict_parse)
+            status, error, crop_ids = "answer", None, ()
+            if isinstance(parsed, CropCall):
+                status, crop_ids = "call", parsed.crop_ids
+            elif isinstance(parsed, ParseError):
+                status, error = "malformed", parsed.message
+                crop_ids = (ALL,) if self.config.on_malformed == "all" else ()
+            crops = extract_crops(images[i], crop_ids, self.config.min_crop_side) if crop_ids else []
+            if crop_ids:
+                calls[i] = (crop_ids, crops)
+            answer = parsed.text if isinstance(parsed, Answer) else text.strip()
+            results.append(self._finish("crops", images[i], lows[i], crops, answer=answer, turns=[text], crops=crop_ids, parse_status=status, parse_error=error, seconds=[seconds1]))
+        if calls:
+            rows = sorted(calls)
+            follow_ups = [turn2_messages(conversations[i], turn1.texts[i], calls[i][1]) for i in rows]
+            turn2, seconds2 = self._timed(self.backend.extend, turn1.session, rows, follow_ups)
+            for i, text in zip(rows, turn2.texts):
+                results[i].answer = text.strip()
+                results[i].turns.append(text)
+                results[i].seconds.append(seconds2)
+        return results

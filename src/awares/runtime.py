@@ -54,7 +54,8 @@ class VisualTokens:
 class Result:
     """What one request produced: the answer, raw turns, crops, parse status, tokens, RTR and timings.
 
-    ``seconds`` holds the wall time of each turn's batched call that served this request.
+    ``seconds`` holds the wall time of each model call that served this request (one per turn run;
+    the oracle prefills its given crops in a single call), measured over the whole batch.
     """
 
     policy: str
@@ -145,7 +146,7 @@ class Engine:
             turn, seconds = self._timed(self.backend.generate, conversations)
             for i, c, text in zip(with_crops, crops, turn.texts):
                 call = format_call(requests[i].oracle_crops)
-                results[i] = self._finish("oracle", images[i], lows[i], c, answer=text.strip(), turns=[call, text], crops=requests[i].oracle_crops, parse_status="call", seconds=[0.0, seconds])
+                results[i] = self._finish("oracle", images[i], lows[i], c, answer=text.strip(), turns=[call, text], crops=requests[i].oracle_crops, parse_status="call", seconds=[seconds])
         return [r for r in results if r is not None]
 
     def _protocol(self, images: list[Image.Image], lows: list[Image.Image], requests: list[Request]) -> list[Result]:

@@ -70,8 +70,9 @@ class TinyConfig:
     vision_heads: int = 4
     vision_intermediate: int = 192
     bpe_vocab: int = 1024
-    min_pixels: int = 16 * 28 * 28
-    max_pixels: int = 1024 * 28 * 28
+    # The paper's evaluation processor budget.
+    min_pixels: int = 32 * 28 * 28
+    max_pixels: int = 2048 * 28 * 28
     seed: int = 0
     extra_corpus: list[str] = field(default_factory=list)
 

@@ -1,0 +1,29 @@
+"""Shared fixtures: one tiny random Qwen2.5-VL built offline per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw
+
+from awares.models import HFBackend, TinyConfig, build_tiny
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny(tmp_path_factory.mktemp("tiny"), TinyConfig(max_pixels=256 * 28 * 28))
+
+
+@pytest.fixture(scope="session")
+def backend(tiny_dir: Path) -> HFBackend:
+    return HFBackend.load(tiny_dir, device="cpu")
+
+
+def scene(width: int = 448, height: int = 336, seed: int = 0) -> Image.Image:
+    """A small test picture with a large shape and a small label."""
+    image = Image.new("RGB", (width, height), (230 - 20 * seed % 200, 230, 220))
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((width // 8, height // 8, width // 2, height // 2), fill=(200, 30, 30))
+    draw.text((int(width * 0.7), int(height * 0.8)), f"A{seed}7", fill=(0, 0, 0))
+    return image

@@ -1,0 +1,82 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from awares.cli import main
+
+from .conftest import scene
+
+
+@pytest.fixture()
+def image_path(tmp_path):
+    path = tmp_path / "scene.png"
+    scene(448, 336).save(path)
+    return path
+
+
+def test_ask_prints_answer_crops_rtr_and_timings(tiny_dir, image_path, capsys):
+    assert main(["ask", str(image_path), "What is written?", "--model", str(tiny_dir), "--max-new-tokens", "3"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("answer: ") and "RTR 0.2" in out and "turn1" in out
+
+
+def test_ask_json_for_every_policy(tiny_dir, image_path, capsys):
+    for policy in ["full", "low", "crops", "oracle"]:
+        args = ["ask", str(image_path), "q?", "--model", str(tiny_dir), "--json", "--policy", policy, "--max-new-tokens", "2"]
+        assert main(args + (["--crops", "0,5"] if policy == "oracle" else [])) == 0
+        result = json.loads(capsys.readouterr().out)
+        assert result["policy"] == policy and result["question"] == "q?"
+        assert set(result["tokens"]) == {"view", "crops", "full"} and 0 < result["rtr"] <= 2
+
+
+def _bad_inputs(tmp_path, tiny_dir, image_path):
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+    tiny = tmp_path / "tiny.png"
+    Image.new("RGB", (1, 1)).save(tiny)
+    long = tmp_path / "long.png"
+    Image.new("RGB", (20000, 50)).save(long)
+    empty_model = tmp_path / "empty_model"
+    empty_model.mkdir()
+    m = ["--model", str(tiny_dir)]
+    return [
+        (["ask", str(tmp_path / "missing.png"), "q", *m], "does not exist"),
+        (["ask", str(corrupt), "q", *m], "cannot read"),
+        (["ask", str(tiny), "q", *m], "at least 28"),
+        (["ask", str(long), "q", *m], "aspect ratio"),
+        (["ask", str(image_path), "  ", *m], "question is empty"),
+        (["ask", str(image_path), "q", "--model", str(empty_model)], "missing config.json"),
+        (["ask", str(image_path), "q", "--model", str(tmp_path / "nowhere")], "does not exist"),
+        (["ask", str(image_path), "q", "--policy", "oracle", *m], "needs --crops"),
+        (["ask", str(image_path), "q", "--policy", "oracle", "--crops", "0,12", *m], "unknown crop ids"),
+    ]
+
+
+def test_user_errors_exit_2_with_a_message_and_no_traceback(tmp_path, tiny_dir, image_path, capsys):
+    for args, message in _bad_inputs(tmp_path, tiny_dir, image_path):
+        assert main(args) == 2, args
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, (args, err)
+
+
+def test_installed_entry_point(tmp_path, tiny_dir):
+    env = {**os.environ, "AWARES_HOME": str(tmp_path)}
+    help_text = subprocess.run(["awares", "--help"], capture_output=True, text=True, env=env, check=True).stdout
+    for command in ["ask", "demo", "build-tiny"]:
+        assert command in help_text
+    bad = subprocess.run([sys.executable, "-m", "awares.cli", "ask", str(tmp_path / "x.png"), "q"], capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and "does not exist" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_demo_builds_the_default_model_offline_and_runs_every_policy(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("AWARES_HOME", str(tmp_path / "home"))
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--max-new-tokens", "2"]) == 0
+    out = capsys.readouterr().out
+    for policy in ["[full]", "[low]", "[crops]", "[oracle]"]:
+        assert policy in out
+    assert "RTR 1.000" in out and "RTR 0.250" in out
+    assert (tmp_path / "home" / "tiny-random" / "model.safetensors").is_file()

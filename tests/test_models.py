@@ -1,0 +1,119 @@
+import pytest
+import torch
+from transformers import AutoModelForImageTextToText
+
+from awares.errors import ModelLoadError
+from awares.models import HFBackend, TinyConfig, build_tiny, load_processor
+from awares.models.tiny import SPECIAL_TOKENS
+from awares.protocol import images_of, turn1_messages, turn2_messages
+
+from .conftest import scene
+
+
+def test_tiny_model_reloads_with_from_pretrained(tiny_dir):
+    model = AutoModelForImageTextToText.from_pretrained(tiny_dir)
+    processor = load_processor(tiny_dir)
+    assert type(model).__name__ == "Qwen2_5_VLForConditionalGeneration"
+    tok = processor.tokenizer
+    for token in SPECIAL_TOKENS:
+        assert len(tok.encode(token, add_special_tokens=False)) == 1
+    assert model.config.image_token_id == tok.convert_tokens_to_ids("<|image_pad|>")
+    assert model.config.vision_start_token_id == tok.convert_tokens_to_ids("<|vision_start|>")
+    assert tok.decode(tok.encode("GET_CROPS: ['0', '5']")) == "GET_CROPS: ['0', '5']"
+
+
+def test_builder_is_deterministic(tmp_path, tiny_dir):
+    other = build_tiny(tmp_path / "again", TinyConfig(max_pixels=256 * 28 * 28))
+    a = AutoModelForImageTextToText.from_pretrained(tiny_dir).state_dict()
+    b = AutoModelForImageTextToText.from_pretrained(other).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert (tiny_dir / "tokenizer.json").read_text() == (other / "tokenizer.json").read_text()
+
+
+def test_chat_template_renders_qwen_turns(backend):
+    messages = turn1_messages(scene(), "What colour?")
+    text = backend.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert text.startswith("<|im_start|>system\n")
+    assert "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>What colour?<|im_end|>\n" in text
+    assert text.endswith("<|im_start|>assistant\n")
+
+
+@pytest.mark.parametrize("missing", ["config.json", "preprocessor_config.json", "model.safetensors"])
+def test_incomplete_model_directory_is_a_clear_error(tmp_path, tiny_dir, missing):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_dir, copy)
+    (copy / missing).unlink()
+    with pytest.raises(ModelLoadError, match="missing"):
+        HFBackend.load(copy)
+
+
+def test_missing_and_corrupt_model_directories(tmp_path, tiny_dir):
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        HFBackend.load(tmp_path / "nowhere")
+    import shutil
+
+    copy = tmp_path / "corrupt"
+    shutil.copytree(tiny_dir, copy)
+    (copy / "config.json").write_text("{not json")
+    with pytest.raises(ModelLoadError, match="cannot load"):
+        HFBackend.load(copy)
+
+
+def _from_scratch_logits(backend, ids, mask, conversations):
+    """Next-token logits of the full two-turn sequence, prefilled in one pass with every image."""
+    images = [im for c in conversations for im in images_of(c)]
+    pixels = backend.processor.image_processor(images, return_tensors="pt")
+    with torch.no_grad():
+        out = backend.model(
+            input_ids=ids,
+            attention_mask=mask,
+            pixel_values=pixels["pixel_values"],
+            image_grid_thw=pixels["image_grid_thw"],
+            mm_token_type_ids=(ids == backend.image_token_id).int(),
+        )
+    return out.logits[:, -1]
+
+
+def test_turn2_with_reused_cache_matches_a_from_scratch_prefill(backend, monkeypatch):
+    conversations = [turn1_messages(scene(448, 336), "What is written?"), turn1_messages(scene(336, 448, 1), "Colour of the box?")]
+    probe = backend.generate(conversations, max_new_tokens=4)
+    # Make row 0 stop early so its cache holds masked post-end positions (holes in the attention mask).
+    stop = int(probe.session.sequences[0, -3])
+    monkeypatch.setattr(backend.model.generation_config, "eos_token_id", stop)
+    monkeypatch.setattr(backend, "eos_ids", {stop})
+    turn1 = backend.generate(conversations, max_new_tokens=4)
+    assert turn1.session.ended[0]
+    assert not turn1.session.attention_mask[0, -1]
+
+    crops = [[scene(224, 168, 2), scene(224, 336, 3)], [scene(448, 168, 4)]]
+    follow = [turn2_messages(c, t, cr) for c, t, cr in zip(conversations, turn1.texts, crops)]
+    cached_prefill = turn1.session.cache.get_seq_length()
+    turn2 = backend.extend(turn1.session, [0, 1], follow, max_new_tokens=3, output_logits=True)
+
+    prompt_len = turn2.session.sequences.shape[1] - len(turn2.logits)
+    ids = turn2.session.sequences[:, :prompt_len]
+    mask = turn2.session.attention_mask[:, :prompt_len]
+    assert prompt_len > cached_prefill  # only the tail was new
+    reference = _from_scratch_logits(backend, ids, mask, follow)
+    torch.testing.assert_close(turn2.logits[0], reference, atol=1e-4, rtol=1e-4)
+
+    # the turn-2 ids hold every image's tokens: low-res views and crops
+    grid = backend.processor.image_processor([im for c in follow for im in images_of(c)], return_tensors="pt")["image_grid_thw"]
+    assert int((ids == backend.image_token_id).sum()) == int(grid.prod(dim=1).sum()) // 4
+
+
+def test_extend_on_a_subset_of_rows_matches_single_request(backend):
+    conversations = [turn1_messages(scene(448, 336), "What is written?"), turn1_messages(scene(336, 448, 1), "Colour?")]
+    crops = [scene(224, 168, 5)]
+
+    batched = backend.generate(conversations, max_new_tokens=3)
+    follow = turn2_messages(conversations[1], batched.texts[1], crops)
+    batched2 = backend.extend(batched.session, [1], [follow], max_new_tokens=5, output_logits=True)
+
+    single = backend.generate(conversations[1:], max_new_tokens=3)
+    assert single.texts == batched.texts[1:]
+    single2 = backend.extend(single.session, [0], [follow], max_new_tokens=5, output_logits=True)
+    assert batched2.texts == single2.texts
+    torch.testing.assert_close(batched2.logits[0], single2.logits[0], atol=1e-4, rtol=1e-4)

@@ -1,0 +1,105 @@
+import pytest
+
+from awares.crops import VisionGrid, crop_box
+from awares.errors import InputError
+from awares.runtime import Engine, Request, RuntimeConfig
+
+from .conftest import scene
+
+
+class Scripted:
+    """The real backend, with turn-1 texts replaced as a trained policy would write them."""
+
+    def __init__(self, backend, texts):
+        self.backend, self.processor, self.texts = backend, backend.processor, list(texts)
+
+    def generate(self, conversations, **kwargs):
+        turn = self.backend.generate(conversations, **kwargs)
+        turn.texts = self.texts[: len(conversations)]
+        return turn
+
+    def extend(self, *args, **kwargs):
+        return self.backend.extend(*args, **kwargs)
+
+
+IMAGE = scene(448, 336)
+
+
+def test_full_and_low_baselines_count_tokens_exactly(backend):
+    engine = Engine(backend, RuntimeConfig(max_new_tokens=4))
+    grid = VisionGrid.from_processor(backend.processor)
+    full = engine.answer(IMAGE, "What is written?", "full")
+    low = engine.answer(IMAGE, "What is written?", "low")
+    assert full.tokens.view == full.tokens.full == grid.tokens(448, 336) and full.rtr == 1.0
+    assert low.tokens.view == grid.tokens(224, 168)
+    assert low.rtr == pytest.approx(grid.tokens(224, 168) / grid.tokens(448, 336))
+    assert len(full.turns) == len(low.turns) == 1 and len(full.seconds) == 1
+
+
+def test_a_tool_call_fetches_the_crops_and_runs_turn_two(backend):
+    engine = Engine(Scripted(backend, ["GET_CROPS: ['0', '5']"]), RuntimeConfig(max_new_tokens=4, min_crop_side=28))
+    result = engine.answer(IMAGE, "What is written?")
+    grid = engine.grid
+    assert result.parse_status == "call" and result.crops == ("0", "5")
+    assert result.tokens.crops == grid.tokens(224, 168) + grid.tokens(448, 168)
+    assert result.rtr == pytest.approx((grid.tokens(224, 168) + result.tokens.crops) / grid.tokens(448, 336))
+    assert len(result.turns) == 2 and len(result.seconds) == 2
+    assert result.answer == result.turns[1].strip()
+
+
+def test_a_request_gets_the_same_answers_alone_and_in_a_batch(backend):
+    texts = ["GET_CROPS: ['3']", "red", "GET_CROPS: ['0', '6']"]
+    requests = [Request(scene(448, 336, i), f"question {i}") for i in range(3)]
+    config = RuntimeConfig(max_new_tokens=5, batch_size=3)
+    batched = Engine(Scripted(backend, texts), config).answer_batch(requests)
+    for i in (0, 2):
+        alone = Engine(Scripted(backend, texts[i : i + 1]), config).answer_batch(requests[i : i + 1])[0]
+        assert alone.turns == batched[i].turns and alone.crops == batched[i].crops
+
+
+def test_malformed_call_falls_back_to_the_whole_image_and_is_counted(backend):
+    engine = Engine(Scripted(backend, ["GET_CROPS: ['nine']"]), RuntimeConfig(max_new_tokens=3))
+    result = engine.answer(IMAGE, "Read it")
+    assert result.parse_status == "malformed" and result.parse_error
+    assert result.crops == ("all",) and len(result.turns) == 2
+    assert result.tokens.crops == result.tokens.full
+
+
+def test_malformed_call_can_be_taken_as_the_answer(backend):
+    engine = Engine(Scripted(backend, ["GET_CROPS: ['nine']"]), RuntimeConfig(max_new_tokens=3, on_malformed="answer"))
+    result = engine.answer(IMAGE, "Read it")
+    assert result.parse_status == "malformed" and result.crops == () and len(result.turns) == 1
+    assert result.answer == "GET_CROPS: ['nine']"
+
+
+def test_strict_mode_rejects_undocumented_calls(backend):
+    engine = Engine(Scripted(backend, ["GET_CROPS: [0]"]), RuntimeConfig(max_new_tokens=3, strict_parse=True, on_malformed="answer"))
+    assert engine.answer(IMAGE, "Read it").parse_status == "malformed"
+
+
+def test_batch_mixes_answers_calls_and_errors_in_request_order(backend):
+    texts = ["blue", "GET_CROPS: ['4']", "GET_CROPS: []", "GET_CROPS: ['7', '8']"]
+    engine = Engine(Scripted(backend, texts), RuntimeConfig(max_new_tokens=3, batch_size=4))
+    requests = [Request(scene(448, 336, i), f"question {i}") for i in range(4)]
+    results = engine.answer_batch(requests)
+    assert [r.parse_status for r in results] == ["answer", "call", "malformed", "call"]
+    assert [r.crops for r in results] == [(), ("4",), ("all",), ("7", "8")]
+    assert results[0].answer == "blue" and len(results[0].turns) == 1
+    assert all(len(r.turns) == 2 for r in results[1:])
+
+
+def test_oracle_shows_the_given_crops(backend):
+    engine = Engine(backend, RuntimeConfig(max_new_tokens=3))
+    with_crops = engine.answer(IMAGE, "What is written?", "oracle", oracle_crops=["3"])
+    assert with_crops.crops == ("3",) and with_crops.turns[0] == "GET_CROPS: ['3']"
+    assert with_crops.tokens.crops == engine.grid.tokens(224, 168)
+    without = engine.answer(IMAGE, "Colour?", "oracle")
+    assert without.crops == () and without.tokens.crops == 0
+
+
+def test_bad_requests_are_refused(backend):
+    engine = Engine(backend)
+    with pytest.raises(InputError, match="empty"):
+        engine.answer(IMAGE, "   ")
+    with pytest.raises(InputError, match="unknown policy"):
+        engine.answer(IMAGE, "q", "sometimes")

@@ -1,0 +1,55 @@
+import pytest
+from PIL import Image
+
+from awares.crops import VisionGrid, low_res_size, retained_token_ratio
+from awares.models import load_processor
+
+SIZES = [(28, 28), (56, 56), (100, 37), (224, 224), (300, 200), (333, 777), (640, 480), (1000, 30),
+         (1344, 896), (1920, 1080), (2000, 2000), (4000, 3000), (29, 5000), (150, 149)]
+
+
+@pytest.fixture(scope="module")
+def processor(tiny_dir):
+    return load_processor(tiny_dir)
+
+
+def test_grid_settings_are_read_from_the_processor(processor):
+    grid = VisionGrid.from_processor(processor)
+    assert grid.patch_size == 14 and grid.merge_size == 2
+    assert grid.max_pixels == processor.image_processor.size["longest_edge"]
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_token_count_matches_the_processor_grid(processor, size):
+    grid = VisionGrid.from_processor(processor)
+    out = processor.image_processor(Image.new("RGB", size), return_tensors="pt")
+    t, h, w = out["image_grid_thw"][0].tolist()
+    assert grid.tokens(*size) == t * h * w // 4
+    # and the prompt really carries that many image tokens
+    text = "<|vision_start|><|image_pad|><|vision_end|>"
+    ids = processor(text=[text], images=[Image.new("RGB", size)], return_tensors="pt")["input_ids"][0]
+    assert int((ids == processor.image_token_id).sum()) == grid.tokens(*size)
+
+
+def test_low_res_view_retains_a_quarter_of_the_tokens_on_aligned_images():
+    grid = VisionGrid(min_pixels=32 * 28 * 28, max_pixels=2048 * 28 * 28)
+    for size in [(1344, 896), (1120, 1120), (672, 1344)]:
+        assert retained_token_ratio(grid, size, [low_res_size(*size)]) == pytest.approx(0.25)
+
+
+def test_rtr_adds_the_low_res_view_and_the_crops():
+    grid = VisionGrid(min_pixels=32 * 28 * 28, max_pixels=2048 * 28 * 28)
+    full = (1344, 896)
+    quadrant = (672, 448)
+    assert retained_token_ratio(grid, full, [low_res_size(*full), quadrant, quadrant]) == pytest.approx(0.75)
+
+
+def test_pixel_budget_caps_the_full_image():
+    grid = VisionGrid(min_pixels=32 * 28 * 28, max_pixels=2048 * 28 * 28)
+    assert grid.tokens(4000, 3000) <= 2048
+    assert grid.tokens(20, 20) >= 32  # small images are upscaled to min_pixels
+
+
+def test_too_elongated_images_are_refused():
+    with pytest.raises(ValueError, match="elongated"):
+        VisionGrid().tokens(20000, 50)

@@ -26,7 +26,18 @@ def test_ask_prints_answer_crops_rtr_and_timings(tiny_dir, image_path, capsys):
 
 def test_ask_json_for_every_policy(tiny_dir, image_path, capsys):
     for policy in ["full", "low", "crops", "oracle"]:
-        args = ["ask", str(image_path), "q?", "--model", str(tiny_dir), "--json", "--policy", policy, "--max-new-tokens", "2"]
+        args = [
+            "ask",
+            str(image_path),
+            "q?",
+            "--model",
+            str(tiny_dir),
+            "--json",
+            "--policy",
+            policy,
+            "--max-new-tokens",
+            "2",
+        ]
         assert main(args + (["--crops", "0,5"] if policy == "oracle" else [])) == 0
         result = json.loads(capsys.readouterr().out)
         assert result["policy"] == policy and result["question"] == "q?"
@@ -68,7 +79,12 @@ def test_installed_entry_point(tmp_path, tiny_dir):
     help_text = subprocess.run(["awares", "--help"], capture_output=True, text=True, env=env, check=True).stdout
     for command in ["ask", "demo", "build-tiny"]:
         assert command in help_text
-    bad = subprocess.run([sys.executable, "-m", "awares.cli", "ask", str(tmp_path / "x.png"), "q"], capture_output=True, text=True, env=env)
+    bad = subprocess.run(
+        [sys.executable, "-m", "awares.cli", "ask", str(tmp_path / "x.png"), "q"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert bad.returncode == 2 and "does not exist" in bad.stderr and "Traceback" not in bad.stderr
 
 

@@ -8,8 +8,15 @@ from awares.crops import ALL, CROP_IDS, CROP_NAMES, Box, crop_box, extract_crops
 
 def test_crop_set_matches_the_released_checkpoint_map():
     assert CROP_NAMES == {
-        "0": "top-left", "1": "top-right", "2": "bottom-left", "3": "bottom-right", "4": "center",
-        "5": "top", "6": "bottom", "7": "left", "8": "right",
+        "0": "top-left",
+        "1": "top-right",
+        "2": "bottom-left",
+        "3": "bottom-right",
+        "4": "center",
+        "5": "top",
+        "6": "bottom",
+        "7": "left",
+        "8": "right",
     }
     assert CROP_IDS[-1] == ALL
 

@@ -26,7 +26,9 @@ def test_truncated_file(tmp_path):
         load_image(path)
 
 
-@pytest.mark.parametrize("size, message", [((1, 1), "at least 28"), ((20000, 50), "aspect ratio"), ((27, 400), "at least 28")])
+@pytest.mark.parametrize(
+    "size, message", [((1, 1), "at least 28"), ((20000, 50), "aspect ratio"), ((27, 400), "at least 28")]
+)
 def test_unusable_sizes(tmp_path, size, message):
     path = tmp_path / "odd.png"
     Image.new("RGB", size).save(path)

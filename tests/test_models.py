@@ -77,7 +77,10 @@ def _from_scratch_logits(backend, ids, mask, conversations):
 
 
 def test_turn2_with_reused_cache_matches_a_from_scratch_prefill(backend, monkeypatch):
-    conversations = [turn1_messages(scene(448, 336), "What is written?"), turn1_messages(scene(336, 448, 1), "Colour of the box?")]
+    conversations = [
+        turn1_messages(scene(448, 336), "What is written?"),
+        turn1_messages(scene(336, 448, 1), "Colour of the box?"),
+    ]
     probe = backend.generate(conversations, max_new_tokens=4)
     # Make row 0 stop early so its cache holds masked post-end positions (holes in the attention mask).
     stop = int(probe.session.sequences[0, -3])
@@ -100,7 +103,9 @@ def test_turn2_with_reused_cache_matches_a_from_scratch_prefill(backend, monkeyp
     torch.testing.assert_close(turn2.logits[0], reference, atol=1e-4, rtol=1e-4)
 
     # the turn-2 ids hold every image's tokens: low-res views and crops
-    grid = backend.processor.image_processor([im for c in follow for im in images_of(c)], return_tensors="pt")["image_grid_thw"]
+    grid = backend.processor.image_processor([im for c in follow for im in images_of(c)], return_tensors="pt")[
+        "image_grid_thw"
+    ]
     assert int((ids == backend.image_token_id).sum()) == int(grid.prod(dim=1).sum()) // 4
 
 

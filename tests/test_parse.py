@@ -61,8 +61,14 @@ def test_text_without_a_call_is_an_answer(text):
 def test_strict_parser_accepts_only_the_documented_form():
     assert parse_strict(" GET_CROPS: ['0', '5']\n") == CropCall(("0", "5"))
     assert parse_strict("GET_CROPS: ['all']") == CropCall((ALL,))
-    for text in ["GET_CROPS: [0, 5]", "GET_CROPS:['0']", "see GET_CROPS: ['0']", "GET_CROPS: ['0', '0']",
-                 "GET_CROPS: ['0', 'all']", "GET_CROPS: ['top-left']"]:
+    for text in [
+        "GET_CROPS: [0, 5]",
+        "GET_CROPS:['0']",
+        "see GET_CROPS: ['0']",
+        "GET_CROPS: ['0', '0']",
+        "GET_CROPS: ['0', 'all']",
+        "GET_CROPS: ['top-left']",
+    ]:
         assert isinstance(parse_strict(text), ParseError), text
 
 

@@ -1,6 +1,6 @@
 import pytest
 
-from awares.crops import VisionGrid, crop_box
+from awares.crops import VisionGrid
 from awares.errors import InputError
 from awares.runtime import Engine, Request, RuntimeConfig
 
@@ -73,7 +73,9 @@ def test_malformed_call_can_be_taken_as_the_answer(backend):
 
 
 def test_strict_mode_rejects_undocumented_calls(backend):
-    engine = Engine(Scripted(backend, ["GET_CROPS: [0]"]), RuntimeConfig(max_new_tokens=3, strict_parse=True, on_malformed="answer"))
+    engine = Engine(
+        Scripted(backend, ["GET_CROPS: [0]"]), RuntimeConfig(max_new_tokens=3, strict_parse=True, on_malformed="answer")
+    )
     assert engine.answer(IMAGE, "Read it").parse_status == "malformed"
 
 

@@ -4,8 +4,22 @@ from PIL import Image
 from awares.crops import VisionGrid, low_res_size, retained_token_ratio
 from awares.models import load_processor
 
-SIZES = [(28, 28), (56, 56), (100, 37), (224, 224), (300, 200), (333, 777), (640, 480), (1000, 30),
-         (1344, 896), (1920, 1080), (2000, 2000), (4000, 3000), (29, 5000), (150, 149)]
+SIZES = [
+    (28, 28),
+    (56, 56),
+    (100, 37),
+    (224, 224),
+    (300, 200),
+    (333, 777),
+    (640, 480),
+    (1000, 30),
+    (1344, 896),
+    (1920, 1080),
+    (2000, 2000),
+    (4000, 3000),
+    (29, 5000),
+    (150, 149),
+]
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from PIL import Image, ImageDraw
 
@@ -21,7 +21,9 @@ def _engine(args: argparse.Namespace) -> Engine:
 
     model_dir = Path(args.model) if args.model else default_model_dir()
     backend = HFBackend.load(model_dir, device=args.device, dtype=args.dtype)
-    config = RuntimeConfig(max_new_tokens=args.max_new_tokens, low_res_scale=args.low_res_scale, strict_parse=args.strict)
+    config = RuntimeConfig(
+        max_new_tokens=args.max_new_tokens, low_res_scale=args.low_res_scale, strict_parse=args.strict
+    )
     return Engine(backend, config)
 
 
@@ -91,20 +93,29 @@ def cmd_build_tiny(args: argparse.Namespace) -> None:
 def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="local checkpoint directory (default: the embedded tiny model)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="default: bfloat16 on CUDA, float32 on CPU")
+    parser.add_argument(
+        "--dtype", choices=["float32", "bfloat16", "float16"], help="default: bfloat16 on CUDA, float32 on CPU"
+    )
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--low-res-scale", type=float, default=0.5, help="side scale of the low-res view")
     parser.add_argument("--strict", action="store_true", help="accept only the exact documented tool-call form")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="awares", description="Resolution-aware VLM inference with high-res crops on demand.")
+    parser = argparse.ArgumentParser(
+        prog="awares", description="Resolution-aware VLM inference with high-res crops on demand."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     ask = sub.add_parser("ask", help="answer a question about an image")
     ask.add_argument("image", help="path to the image")
     ask.add_argument("question")
-    ask.add_argument("--policy", choices=POLICIES, default="crops", help="crops: AwaRes protocol (default); full/low: one pass; oracle: given --crops")
+    ask.add_argument(
+        "--policy",
+        choices=POLICIES,
+        default="crops",
+        help="crops: AwaRes protocol (default); full/low: one pass; oracle: given --crops",
+    )
     ask.add_argument("--crops", help="comma-separated crop ids for the oracle policy, e.g. 0,5")
     ask.add_argument("--json", action="store_true", help="print the full result as JSON")
     _model_options(ask)

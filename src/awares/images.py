@@ -22,7 +22,9 @@ def check_size(width: int, height: int, name: str = "image") -> None:
     if min(width, height) < MIN_VIEW_SIDE:
         raise ImageInputError(f"{name} is {width}x{height}; each side must be at least {MIN_VIEW_SIDE} px")
     if width * height > MAX_IMAGE_PIXELS:
-        raise ImageInputError(f"{name} is {width}x{height} ({width * height:,} px), above the limit of {MAX_IMAGE_PIXELS:,} px")
+        raise ImageInputError(
+            f"{name} is {width}x{height} ({width * height:,} px), above the limit of {MAX_IMAGE_PIXELS:,} px"
+        )
     if max(width, height) / min(width, height) > MAX_IMAGE_ASPECT:
         raise ImageInputError(f"{name} is {width}x{height}; its aspect ratio must be at most {MAX_IMAGE_ASPECT}:1")
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 from PIL import Image
 from tqdm.auto import tqdm
@@ -12,7 +13,16 @@ from tqdm.auto import tqdm
 from .crops import ALL, DEFAULT_MIN_CROP_SIDE, VisionGrid, extract_crops, low_res_view
 from .errors import InputError
 from .images import load_image
-from .protocol import SYSTEM_PROMPT, Answer, CropCall, ParseError, format_call, parse_response, turn1_messages, turn2_messages
+from .protocol import (
+    SYSTEM_PROMPT,
+    Answer,
+    CropCall,
+    ParseError,
+    format_call,
+    parse_response,
+    turn1_messages,
+    turn2_messages,
+)
 
 Policy = Literal["full", "low", "crops", "oracle"]
 POLICIES: tuple[str, ...] = ("full", "low", "crops", "oracle")
@@ -80,11 +90,15 @@ class Engine:
         self.config = config or RuntimeConfig()
         self.grid = VisionGrid.from_processor(backend.processor)
 
-    def answer(self, image: Image.Image | str, question: str, policy: Policy = "crops", oracle_crops: Sequence[str] = ()) -> Result:
+    def answer(
+        self, image: Image.Image | str, question: str, policy: Policy = "crops", oracle_crops: Sequence[str] = ()
+    ) -> Result:
         """Answer one question about one image."""
         return self.answer_batch([Request(image, question, tuple(oracle_crops))], policy)[0]
 
-    def answer_batch(self, requests: Sequence[Request], policy: Policy = "crops", progress: bool = False) -> list[Result]:
+    def answer_batch(
+        self, requests: Sequence[Request], policy: Policy = "crops", progress: bool = False
+    ) -> list[Result]:
         """Answer many requests, ``config.batch_size`` at a time."""
         if policy not in POLICIES:
             raise InputError(f"unknown policy {policy!r}; choose from {', '.join(POLICIES)}")
@@ -108,7 +122,9 @@ class Engine:
             return self._oracle(images, lows, requests)
         return self._protocol(images, lows, requests)
 
-    def _finish(self, policy: str, image: Image.Image, view: Image.Image, crop_images: list[Image.Image], **fields: Any) -> Result:
+    def _finish(
+        self, policy: str, image: Image.Image, view: Image.Image, crop_images: list[Image.Image], **fields: Any
+    ) -> Result:
         """A result with its exact token counts and RTR."""
         grid = self.grid
         crop_tokens = sum(grid.tokens(*c.size) for c in crop_images)
@@ -120,7 +136,14 @@ class Engine:
         out = call(*args, max_new_tokens=self.config.max_new_tokens, **kwargs)
         return out, time.perf_counter() - start
 
-    def _single_pass(self, policy: str, images: list[Image.Image], views: list[Image.Image], requests: list[Request], system_prompt: str | None) -> list[Result]:
+    def _single_pass(
+        self,
+        policy: str,
+        images: list[Image.Image],
+        views: list[Image.Image],
+        requests: list[Request],
+        system_prompt: str | None,
+    ) -> list[Result]:
         conversations = [turn1_messages(v, r.question, system_prompt) for v, r in zip(views, requests)]
         turn, seconds = self._timed(self.backend.generate, conversations)
         return [
@@ -134,19 +157,39 @@ class Engine:
         with_crops = [i for i, r in enumerate(requests) if r.oracle_crops]
         without = [i for i, r in enumerate(requests) if not r.oracle_crops]
         if without:
-            sub = self._single_pass("oracle", [images[i] for i in without], [lows[i] for i in without], [requests[i] for i in without], self.config.system_prompt)
+            sub = self._single_pass(
+                "oracle",
+                [images[i] for i in without],
+                [lows[i] for i in without],
+                [requests[i] for i in without],
+                self.config.system_prompt,
+            )
             for i, res in zip(without, sub):
                 results[i] = res
         if with_crops:
             crops = [extract_crops(images[i], requests[i].oracle_crops, self.config.min_crop_side) for i in with_crops]
             conversations = [
-                turn2_messages(turn1_messages(lows[i], requests[i].question, self.config.system_prompt), format_call(requests[i].oracle_crops), c)
+                turn2_messages(
+                    turn1_messages(lows[i], requests[i].question, self.config.system_prompt),
+                    format_call(requests[i].oracle_crops),
+                    c,
+                )
                 for i, c in zip(with_crops, crops)
             ]
             turn, seconds = self._timed(self.backend.generate, conversations)
             for i, c, text in zip(with_crops, crops, turn.texts):
                 call = format_call(requests[i].oracle_crops)
-                results[i] = self._finish("oracle", images[i], lows[i], c, answer=text.strip(), turns=[call, text], crops=requests[i].oracle_crops, parse_status="call", seconds=[seconds])
+                results[i] = self._finish(
+                    "oracle",
+                    images[i],
+                    lows[i],
+                    c,
+                    answer=text.strip(),
+                    turns=[call, text],
+                    crops=requests[i].oracle_crops,
+                    parse_status="call",
+                    seconds=[seconds],
+                )
         return [r for r in results if r is not None]
 
     def _protocol(self, images: list[Image.Image], lows: list[Image.Image], requests: list[Request]) -> list[Result]:
@@ -167,7 +210,20 @@ class Engine:
             if crop_ids:
                 calls[i] = (crop_ids, crops)
             answer = parsed.text if isinstance(parsed, Answer) else text.strip()
-            results.append(self._finish("crops", images[i], lows[i], crops, answer=answer, turns=[text], crops=crop_ids, parse_status=status, parse_error=error, seconds=[seconds1]))
+            results.append(
+                self._finish(
+                    "crops",
+                    images[i],
+                    lows[i],
+                    crops,
+                    answer=answer,
+                    turns=[text],
+                    crops=crop_ids,
+                    parse_status=status,
+                    parse_error=error,
+                    seconds=[seconds1],
+                )
+            )
         if calls:
             rows = sorted(calls)
             follow_ups = [turn2_messages(conversations[i], turn1.texts[i], calls[i][1]) for i in rows]

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -74,6 +74,8 @@ def boxes_to_crops(
     return best[1]
 
 
-def iou_crops(box: Box, width: int, height: int, threshold: float = 0.5, min_side: int = DEFAULT_MIN_CROP_SIDE) -> tuple[str, ...]:
+def iou_crops(
+    box: Box, width: int, height: int, threshold: float = 0.5, min_side: int = DEFAULT_MIN_CROP_SIDE
+) -> tuple[str, ...]:
     """The paper's rule: every crop whose IoU with ``box`` reaches ``threshold`` (may be empty)."""
     return tuple(cid for cid in CROP_NAMES if crop_box(cid, width, height, min_side=min_side).iou(box) >= threshold)

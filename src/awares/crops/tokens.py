@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
 

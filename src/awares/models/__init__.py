@@ -5,4 +5,13 @@ from .hf import HFBackend, Session, Turn
 from .processor import load_processor, save_processor
 from .tiny import TinyConfig, build_tiny
 
-__all__ = ["HFBackend", "Session", "TinyConfig", "Turn", "build_tiny", "default_model_dir", "load_processor", "save_processor"]
+__all__ = [
+    "HFBackend",
+    "Session",
+    "TinyConfig",
+    "Turn",
+    "build_tiny",
+    "default_model_dir",
+    "load_processor",
+    "save_processor",
+]

@@ -71,7 +71,9 @@ class HFBackend:
         path = Path(path)
         _check_model_dir(path)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if device.startswith("cuda") else torch.float32)
+        torch_dtype = (
+            getattr(torch, dtype) if dtype else (torch.bfloat16 if device.startswith("cuda") else torch.float32)
+        )
         try:
             processor = load_processor(path)
             model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch_dtype, local_files_only=True)
@@ -91,14 +93,24 @@ class HFBackend:
 
     def generate(self, conversations: list[list[Message]], max_new_tokens: int = 64, **sampling: Any) -> Turn:
         """Turn 1: prefill each conversation (batched, left padded) and decode."""
-        inputs = self._encode([self._prompt(c) for c in conversations], [im for c in conversations for im in images_of(c)])
+        inputs = self._encode(
+            [self._prompt(c) for c in conversations], [im for c in conversations for im in images_of(c)]
+        )
         grids = self._split_grids(inputs.get("image_grid_thw"), [len(images_of(c)) for c in conversations])
         return self._decode(conversations, inputs, grids, max_new_tokens, sampling)
 
-    def extend(self, session: Session, rows: list[int], conversations: list[list[Message]], max_new_tokens: int = 64, **sampling: Any) -> Turn:
+    def extend(
+        self,
+        session: Session,
+        rows: list[int],
+        conversations: list[list[Message]],
+        max_new_tokens: int = 64,
+        **sampling: Any,
+    ) -> Turn:
         """Turn 2 for ``rows`` of ``session``: each conversation is that row's conversation plus new
         messages (assistant turn as decoded, then a user turn). Only the new tokens are prefilled;
-        the turn-1 cache is reused, and only the new images go through the vision encoder."""
+        the turn-1 cache is reused, and only the new images go through the vision encoder.
+        The session's cache is consumed: a session can be extended once."""
         index = torch.tensor(rows, device=self.device)
         cache = session.cache
         cache.batch_select_indices(index)
@@ -119,7 +131,8 @@ class HFBackend:
         if new_images:
             # Encode only the new images; the ids carry the grids of every image so that 3-D rope
             # positions are computed over the whole two-turn sequence.
-            features = self.model.get_image_features(tail["pixel_values"], tail["image_grid_thw"], return_dict=True)
+            with torch.inference_mode():
+                features = self.model.get_image_features(tail["pixel_values"], tail["image_grid_thw"], return_dict=True)
             inputs["mm_encoder_outputs"] = {"image": features}
         all_grids = torch.cat(grids) if any(len(g) for g in grids) else None
         if all_grids is not None:
@@ -131,12 +144,16 @@ class HFBackend:
         previous = session.conversations[row]
         head = self._prompt(previous)
         added = conversation[len(previous)]
-        content = added["content"] if isinstance(added["content"], str) else "".join(p.get("text", "") for p in added["content"])
+        content = (
+            added["content"]
+            if isinstance(added["content"], str)
+            else "".join(p.get("text", "") for p in added["content"])
+        )
         closed = self._prompt(conversation[: len(previous) + 1], generation=False)
         full = self._prompt(conversation)
         if not (closed.startswith(head + content) and full.startswith(closed)):
             raise ValueError("the chat template does not render the conversation as a prefix extension")
-        tail = closed[len(head) + len(content):] + full[len(closed):]
+        tail = closed[len(head) + len(content) :] + full[len(closed) :]
         if session.ended[row]:
             eos_text = self.tokenizer.decode([int(session.sequences[row][session.attention_mask[row].nonzero()[-1]])])
             tail = tail.removeprefix(eos_text)
@@ -147,7 +164,14 @@ class HFBackend:
             return [torch.zeros((0, 3), dtype=torch.long, device=self.device) for _ in counts]
         return list(torch.split(grid, counts))
 
-    def _decode(self, conversations: list[list[Message]], inputs: dict[str, Any], grids: list[torch.Tensor], max_new_tokens: int, sampling: dict[str, Any]) -> Turn:
+    def _decode(
+        self,
+        conversations: list[list[Message]],
+        inputs: dict[str, Any],
+        grids: list[torch.Tensor],
+        max_new_tokens: int,
+        sampling: dict[str, Any],
+    ) -> Turn:
         with torch.inference_mode():
             out = self.model.generate(
                 **inputs,

@@ -88,7 +88,7 @@ def parse_lenient(text: str) -> Parsed:
     match = _CALL.search(text)
     if match is None:
         return Answer(text.strip())
-    rest = text[match.end():]
+    rest = text[match.end() :]
     if (opened := rest.find("[")) != -1 and not rest[:opened].strip():
         closed = rest.find("]", opened)
         body = rest[opened + 1 : closed if closed != -1 else len(rest)]

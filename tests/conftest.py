@@ -12,7 +12,7 @@ from awares.models import HFBackend, TinyConfig, build_tiny
 
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny(tmp_path_factory.mktemp("tiny"), TinyConfig(max_pixels=256 * 28 * 28))
+    return build_tiny(tmp_path_factory.mktemp("tiny"), TinyConfig(max_pixels=400 * 28 * 28))
 
 
 @pytest.fixture(scope="session")

@@ -88,11 +88,19 @@ def test_installed_entry_point(tmp_path, tiny_dir):
     assert bad.returncode == 2 and "does not exist" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def test_demo_builds_the_default_model_offline_and_runs_every_policy(tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("AWARES_HOME", str(tmp_path / "home"))
-    assert main(["demo", "--out", str(tmp_path / "demo"), "--max-new-tokens", "2"]) == 0
+def test_demo_runs_every_policy_on_benchmark_samples(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--max-new-tokens", "4"]) == 0
     out = capsys.readouterr().out
     for policy in ["[full]", "[low]", "[crops]", "[oracle]"]:
-        assert policy in out
-    assert "RTR 1.000" in out and "RTR 0.250" in out
-    assert (tmp_path / "home" / "tiny-random" / "model.safetensors").is_file()
+        assert out.count(policy) == 2  # one detail and one global question
+    assert "RTR 1.000" in out and "RTR 0.250" in out and "ground truth:" in out
+
+
+def test_random_tiny_model_is_built_offline_once(tmp_path, monkeypatch):
+    from awares.models.default import random_tiny_dir
+
+    monkeypatch.setenv("AWARES_HOME", str(tmp_path))
+    first = random_tiny_dir()
+    assert first == tmp_path / "tiny-random" and (first / "model.safetensors").is_file()
+    stamp = (first / "model.safetensors").stat().st_mtime_ns
+    assert random_tiny_dir() == first and (first / "model.safetensors").stat().st_mtime_ns == stamp

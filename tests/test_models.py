@@ -23,7 +23,7 @@ def test_tiny_model_reloads_with_from_pretrained(tiny_dir):
 
 
 def test_builder_is_deterministic(tmp_path, tiny_dir):
-    other = build_tiny(tmp_path / "again", TinyConfig(max_pixels=256 * 28 * 28))
+    other = build_tiny(tmp_path / "again", TinyConfig(max_pixels=400 * 28 * 28))
     a = AutoModelForImageTextToText.from_pretrained(tiny_dir).state_dict()
     b = AutoModelForImageTextToText.from_pretrained(other).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -106,7 +106,8 @@ def test_turn2_with_reused_cache_matches_a_from_scratch_prefill(backend, monkeyp
     grid = backend.processor.image_processor([im for c in follow for im in images_of(c)], return_tensors="pt")[
         "image_grid_thw"
     ]
-    assert int((ids == backend.image_token_id).sum()) == int(grid.prod(dim=1).sum()) // 4
+    merge = backend.processor.image_processor.merge_size
+    assert int((ids == backend.image_token_id).sum()) == int(grid.prod(dim=1).sum()) // merge**2
 
 
 def test_extend_on_a_subset_of_rows_matches_single_request(backend):

@@ -1,5 +1,6 @@
 import pytest
 from PIL import Image
+from transformers import Qwen2VLImageProcessorPil
 
 from awares.crops import VisionGrid, low_res_size, retained_token_ratio
 from awares.models import load_processor
@@ -22,14 +23,18 @@ SIZES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def processor(tiny_dir):
-    return load_processor(tiny_dir)
+@pytest.fixture(scope="module", params=["tiny", "qwen2.5-vl"])
+def processor(request, tiny_dir):
+    """The tiny model's processor (4x4 merge) and one with Qwen2.5-VL's own settings (2x2 merge)."""
+    processor = load_processor(tiny_dir)
+    if request.param == "qwen2.5-vl":
+        processor.image_processor = Qwen2VLImageProcessorPil(min_pixels=32 * 28 * 28, max_pixels=2048 * 28 * 28)
+    return processor
 
 
 def test_grid_settings_are_read_from_the_processor(processor):
     grid = VisionGrid.from_processor(processor)
-    assert grid.patch_size == 14 and grid.merge_size == 2
+    assert grid.patch_size == 14 and grid.merge_size == processor.image_processor.merge_size
     assert grid.max_pixels == processor.image_processor.size["longest_edge"]
 
 
@@ -38,7 +43,7 @@ def test_token_count_matches_the_processor_grid(processor, size):
     grid = VisionGrid.from_processor(processor)
     out = processor.image_processor(Image.new("RGB", size), return_tensors="pt")
     t, h, w = out["image_grid_thw"][0].tolist()
-    assert grid.tokens(*size) == t * h * w // 4
+    assert grid.tokens(*size) == t * h * w // grid.merge_size**2
     # and the prompt really carries that many image tokens
     text = "<|vision_start|><|image_pad|><|vision_end|>"
     ids = processor(text=[text], images=[Image.new("RGB", size)], return_tensors="pt")["input_ids"][0]

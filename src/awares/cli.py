@@ -8,8 +8,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from PIL import Image, ImageDraw
-
 from .crops import CROP_IDS
 from .errors import AwaresError, InputError
 from .images import load_image
@@ -62,26 +60,62 @@ def cmd_ask(args: argparse.Namespace) -> None:
         print(_describe(result))
 
 
-def demo_image(width: int = 1344, height: int = 896) -> Image.Image:
-    """A high-resolution scene: a large shape visible at any resolution, a small label readable only at full."""
-    image = Image.new("RGB", (width, height), (235, 235, 225))
-    draw = ImageDraw.Draw(image)
-    draw.ellipse((width // 8, height // 6, width // 2, 2 * height // 3), fill=(200, 40, 40))
-    draw.text((int(width * 0.78), int(height * 0.85)), "CODE 4271", fill=(0, 0, 0))
-    return image
-
-
 def cmd_demo(args: argparse.Namespace) -> None:
+    from .crops import boxes_to_crops
+    from .data import generate
+
     engine = _engine(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    image_path = out / "demo.png"
-    demo_image().save(image_path)
-    question = "What is the code written in the bottom-right corner?"
-    print(f"image: {image_path}  question: {question}")
-    for policy in POLICIES:
-        result = engine.answer(str(image_path), question, policy, oracle_crops=("3",))
-        print(f"\n[{policy}]\n{_describe(result)}")
+    samples = list(generate("test", 12))
+    for sample in [next(s for s in samples if s.kind == k) for k in ("detail", "global")]:
+        path = out / f"{sample.id}.png"
+        sample.image.save(path)
+        oracle = boxes_to_crops(sample.evidence, *sample.image.size).crop_ids if sample.kind == "detail" else ()
+        print(f"\n=== {path} ({sample.kind})  Q: {sample.question}  ground truth: {sample.answers[0]}")
+        for policy in POLICIES:
+            result = engine.answer(str(path), sample.question, policy, oracle_crops=oracle)
+            print(f"[{policy}]\n{_describe(result)}")
+
+
+def cmd_synth(args: argparse.Namespace) -> None:
+    from .data import generate, write_dataset
+
+    out = write_dataset(generate(args.split, args.n, args.detail_fraction), args.out, total=args.n)
+    print(out / "data.jsonl")
+
+
+def cmd_train_base(args: argparse.Namespace) -> None:
+    from .train.base import BaseTrainConfig, train_base
+
+    config = BaseTrainConfig.from_toml(args.config) if args.config else BaseTrainConfig()
+    if args.output_dir:
+        config.output_dir = args.output_dir
+    print(train_base(config))
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from .data import resolve
+    from .evaluate import run_policy, summarize, write_report
+
+    policies = [p.strip() for p in args.policy.split(",") if p.strip()]
+    unknown = [p for p in policies if p not in POLICIES]
+    if unknown or not policies:
+        raise InputError(f"unknown policies {unknown}; choose from {', '.join(POLICIES)}")
+    records, errors = resolve(args.data)
+    for error in errors:
+        print(f"awares: skipping line {error.line} of the dataset: {error.reason}", file=sys.stderr)
+    records = records[: args.limit] if args.limit else records
+    if not records:
+        raise InputError(f"no usable records in {args.data}")
+    engine = _engine(args)
+    engine.config.batch_size = args.batch_size
+    out = Path(args.out)
+    ids = {r.id for r in records}
+    for policy in policies:
+        run_policy(engine, records, policy, out / f"{policy}.jsonl", batch_size=args.batch_size)
+    print(write_report({p: summarize(out / f"{p}.jsonl", ids) for p in policies}, out), end="")
+    print(f"results in {out}/ (summary.json, table.md, pareto.png, <policy>.jsonl)")
 
 
 def cmd_build_tiny(args: argparse.Namespace) -> None:
@@ -125,6 +159,29 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="runs/demo", help="where the demo image is written")
     _model_options(demo)
     demo.set_defaults(func=cmd_demo)
+
+    ev = sub.add_parser("eval", help="evaluate policies on a dataset: accuracy, RTR, calls, latency")
+    ev.add_argument("--data", default="synthetic:test", help="synthetic:SPLIT[:N], a dataset folder or a data.jsonl")
+    ev.add_argument("--policy", default="full,low,crops,oracle", help="comma-separated policies")
+    ev.add_argument("--limit", type=int, help="only the first N records")
+    ev.add_argument("--out", default="runs/eval", help="results folder (re-running resumes)")
+    ev.add_argument("--batch-size", type=int, default=8)
+    _model_options(ev)
+    ev.set_defaults(func=cmd_eval)
+
+    synth = sub.add_parser("synth", help="export a split of the synthetic benchmark (JSONL + images)")
+    synth.add_argument("--split", choices=["train", "val", "test"], default="test")
+    synth.add_argument("--n", type=int, default=400)
+    synth.add_argument("--detail-fraction", type=float, default=0.4)
+    synth.add_argument("--out", required=True)
+    synth.set_defaults(func=cmd_synth)
+
+    train = sub.add_parser("train", help="training stages")
+    stages = train.add_subparsers(dest="stage", required=True)
+    base = stages.add_parser("base", help="train the tiny base VLM from scratch on the synthetic benchmark")
+    base.add_argument("config", nargs="?", help="TOML config (default: built-in defaults)")
+    base.add_argument("--output-dir")
+    base.set_defaults(func=cmd_train_base)
 
     tiny = sub.add_parser("build-tiny", help="build a random-init tiny Qwen2.5-VL with its processor, offline")
     tiny.add_argument("output")

@@ -1,4 +1,4 @@
-"""The embedded default model: a tiny Qwen2.5-VL built offline on first use."""
+"""The embedded default model: the checkpoint shipped in the package, else a tiny one built offline."""
 
 from __future__ import annotations
 
@@ -9,14 +9,16 @@ from pathlib import Path
 
 from .tiny import TinyConfig, build_tiny
 
+SHIPPED = Path(__file__).resolve().parent.parent / "assets" / "base"
+
 
 def cache_dir() -> Path:
-    """Where awares keeps models it builds (``$AWARES_HOME``, default ``~/.cache/awares``)."""
+    """Where awares keeps what it builds or generates (``$AWARES_HOME``, default ``~/.cache/awares``)."""
     return Path(os.environ.get("AWARES_HOME", Path.home() / ".cache" / "awares"))
 
 
-def default_model_dir() -> Path:
-    """Directory of the default model, building the random-init tiny model there if it is absent.
+def random_tiny_dir() -> Path:
+    """A random-init tiny model, built once into the cache.
 
     The build goes to a temporary directory first and is renamed into place, so an interrupted or
     concurrent build never leaves a half-written model behind.
@@ -32,3 +34,8 @@ def default_model_dir() -> Path:
     except OSError:  # another process finished first
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def default_model_dir() -> Path:
+    """The shipped base VLM (trained on the synthetic benchmark); the random tiny model if absent."""
+    return SHIPPED if (SHIPPED / "model.safetensors").is_file() else random_tiny_dir()

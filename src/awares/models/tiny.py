@@ -69,9 +69,13 @@ class TinyConfig:
     vision_layers: int = 2
     vision_heads: int = 4
     vision_intermediate: int = 192
+    # Qwen2.5-VL mixes windowed and full attention in its vision tower; windows only is ~25% faster on CPU.
+    vision_full_attention: bool = False
     bpe_vocab: int = 1024
-    # The paper's evaluation processor budget.
-    min_pixels: int = 32 * 28 * 28
+    merge_size: int = 2  # patches merged per side into one LLM token, as in Qwen2.5-VL
+    # The paper's evaluation budget caps the full image at 2048*28*28 px; the floor is lowered from
+    # 32*28*28 so that the half-size views of small synthetic images are not upscaled.
+    min_pixels: int = 16 * 28 * 28
     max_pixels: int = 2048 * 28 * 28
     seed: int = 0
     extra_corpus: list[str] = field(default_factory=list)
@@ -90,7 +94,10 @@ def _corpus(extra: list[str]) -> list[str]:
 def build_tokenizer(config: TinyConfig) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE offline and wrap it as a Qwen-style fast tokenizer."""
     bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # Like Qwen2's tokenizer, numbers are split into single digits before byte-level BPE.
+    bpe.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=config.bpe_vocab,
@@ -118,7 +125,9 @@ def build_tokenizer(config: TinyConfig) -> PreTrainedTokenizerFast:
 def build_processor(config: TinyConfig) -> ImageOnlyQwenVLProcessor:
     """Tokenizer plus the PIL image processor of Qwen2-VL, with the tiny pixel budget."""
     tokenizer = build_tokenizer(config)
-    image_processor = Qwen2VLImageProcessorPil(min_pixels=config.min_pixels, max_pixels=config.max_pixels)
+    image_processor = Qwen2VLImageProcessorPil(
+        min_pixels=config.min_pixels, max_pixels=config.max_pixels, merge_size=config.merge_size
+    )
     return ImageOnlyQwenVLProcessor(image_processor, tokenizer, chat_template=CHAT_TEMPLATE)
 
 
@@ -149,7 +158,8 @@ def build_model(config: TinyConfig, tokenizer: PreTrainedTokenizerFast) -> Qwen2
             num_heads=config.vision_heads,
             out_hidden_size=config.text_hidden,
             window_size=112,
-            fullatt_block_indexes=[config.vision_layers - 1],
+            spatial_merge_size=config.merge_size,
+            fullatt_block_indexes=[config.vision_layers - 1] if config.vision_full_attention else [],
         ),
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
@@ -158,9 +168,21 @@ def build_model(config: TinyConfig, tokenizer: PreTrainedTokenizerFast) -> Qwen2
     )
     torch.manual_seed(config.seed)
     model = Qwen2_5_VLForConditionalGeneration(model_config)
+    center_patch_filters(model)
     model.generation_config.eos_token_id = ids["<|im_end|>"]
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
     return model.eval()
+
+
+def center_patch_filters(model: Qwen2_5_VLForConditionalGeneration) -> None:
+    """Make every patch-embedding filter zero-mean over its 14x14 window, per colour channel.
+
+    Flat regions then embed to zero and a patch's embedding is carried by its structure (edges,
+    fine patterns) rather than by its average colour, which random filters let dominate.
+    """
+    with torch.no_grad():
+        weight = model.model.visual.patch_embed.proj.weight  # (hidden, 3, temporal, 14, 14)
+        weight -= weight.mean(dim=(-2, -1), keepdim=True)
 
 
 def build_tiny(output_dir: str | Path, config: TinyConfig | None = None) -> Path:

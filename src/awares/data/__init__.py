@@ -1,0 +1,18 @@
+"""Datasets: the synthetic benchmark, the JSONL + image-folder format and its loaders."""
+
+from .records import DATA_FILE, Record, RowError, load_hf, read_jsonl, write_dataset
+from .sources import resolve
+from .synthetic import Sample, generate, make_sample
+
+__all__ = [
+    "DATA_FILE",
+    "Record",
+    "RowError",
+    "Sample",
+    "generate",
+    "load_hf",
+    "make_sample",
+    "read_jsonl",
+    "resolve",
+    "write_dataset",
+]

@@ -1,0 +1,39 @@
+"""Resolve a dataset argument: a folder or JSONL file, or ``synthetic:SPLIT[:N]`` generated on demand."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import InputError
+from .records import Record, RowError, read_jsonl, write_dataset
+from .synthetic import SPLIT_OFFSETS, generate
+
+DEFAULT_SIZES = {"train": 4000, "val": 200, "test": 400}
+
+
+def synthetic_dir(split: str, n: int, root: Path, detail_fraction: float = 0.4) -> Path:
+    """Generate (or finish generating) the first ``n`` samples of ``split`` under ``root``."""
+    out = root / f"{split}-{n}-d{detail_fraction:g}"
+    return write_dataset(generate(split, n, detail_fraction), out, total=n)
+
+
+def resolve(spec: str, cache: Path | None = None) -> tuple[list[Record], list[RowError]]:
+    """Records and bad rows for ``spec``: ``synthetic:test``, ``synthetic:train:2000``, a folder or a file."""
+    if spec.startswith("synthetic:"):
+        from ..models.default import cache_dir
+
+        parts = spec.split(":")
+        split = parts[1] if len(parts) > 1 else ""
+        if split not in SPLIT_OFFSETS or len(parts) > 3:
+            raise InputError(
+                f"bad dataset {spec!r}; use synthetic:SPLIT[:N] with SPLIT one of {', '.join(SPLIT_OFFSETS)}"
+            )
+        try:
+            n = int(parts[2]) if len(parts) == 3 else DEFAULT_SIZES[split]
+        except ValueError as err:
+            raise InputError(f"bad sample count in {spec!r}") from err
+        return read_jsonl(synthetic_dir(split, n, (cache or cache_dir()) / "synthetic"))
+    path = Path(spec)
+    if not path.exists():
+        raise InputError(f"dataset {path} does not exist")
+    return read_jsonl(path)

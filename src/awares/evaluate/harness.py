@@ -1,0 +1,115 @@
+"""Run policies on a dataset, one JSONL line per sample (resumable), and summarise them."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from ..crops import boxes_to_crops
+from ..data import Record
+from ..errors import AwaresError
+from ..images import load_image
+from ..runtime import Engine, Request, Result
+from .metrics import anls, exact_match
+
+
+def oracle_crops(record: Record) -> tuple[str, ...]:
+    """Ground-truth crops: the evidence mapped to the crop set, none for questions marked ``global``."""
+    if record.kind == "global" or not record.evidence:
+        return ()
+    return boxes_to_crops(record.evidence_boxes(), *load_image(record.image).size).crop_ids
+
+
+def _done_ids(path: Path) -> set[str]:
+    if not path.is_file():
+        return set()
+    done = set()
+    for line in path.read_text().splitlines():
+        try:
+            done.add(json.loads(line)["id"])
+        except (json.JSONDecodeError, KeyError):
+            continue  # a line cut by an interruption is redone
+    return done
+
+
+def run_policy(engine: Engine, records: list[Record], policy: str, out_file: Path, batch_size: int = 8) -> None:
+    """Append one result line per record to ``out_file``, skipping records already there."""
+    done = _done_ids(out_file)
+    todo = [r for r in records if r.id not in done]
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    with (
+        out_file.open("a") as out,
+        tqdm(total=len(records), initial=len(records) - len(todo), desc=policy, unit="sample") as bar,
+    ):
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start : start + batch_size]
+            began = time.perf_counter()
+            batch, results = _answer(engine, batch, policy, out_file.with_suffix(".errors.jsonl"))
+            per_sample = (time.perf_counter() - began) / max(len(batch), 1)
+            for record, result in zip(batch, results):
+                row = {
+                    "id": record.id,
+                    "kind": record.kind,
+                    "answers": record.answers,
+                    "correct": exact_match(result.answer, record.answers),
+                    "anls": anls(result.answer, record.answers),
+                    "latency": per_sample,
+                    **result.to_dict(),
+                }
+                out.write(json.dumps(row) + "\n")
+            out.flush()
+            bar.update(len(batch))
+
+
+def _request(record: Record, policy: str) -> Request:
+    return Request(record.image, record.question, oracle_crops(record) if policy == "oracle" else ())
+
+
+def _answer(engine: Engine, batch: list[Record], policy: str, errors: Path) -> tuple[list[Record], list[Result]]:
+    """Answer a batch; if a record is bad, answer the others one by one and log the bad ones."""
+    try:
+        return batch, engine.answer_batch([_request(r, policy) for r in batch], policy)
+    except (AwaresError, OSError):
+        pass
+    kept, results = [], []
+    for record in batch:
+        try:
+            results.append(engine.answer_batch([_request(record, policy)], policy)[0])
+            kept.append(record)
+        except (AwaresError, OSError) as err:
+            with errors.open("a") as log:
+                log.write(json.dumps({"id": record.id, "error": str(err)}) + "\n")
+    return kept, results
+
+
+def _stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    calls = [r for r in rows if r["crops"]]
+    n = len(rows)
+    return {
+        "n": n,
+        "accuracy": 100 * sum(r["correct"] for r in rows) / n,
+        "anls": 100 * sum(r["anls"] for r in rows) / n,
+        "rtr": sum(r["rtr"] for r in rows) / n,
+        "call_rate": len(calls) / n,
+        "crops_per_call": dict(sorted(Counter(len(r["crops"]) for r in calls).items())),
+        "crop_ids": dict(sorted(Counter(c for r in calls for c in r["crops"]).items())),
+        "parse_failures": sum(r["parse_status"] == "malformed" for r in rows),
+        "median_latency": statistics.median(r["latency"] for r in rows),
+        "mean_latency": sum(r["latency"] for r in rows) / n,
+    }
+
+
+def summarize(out_file: Path, ids: set[str] | None = None) -> dict[str, Any]:
+    """Overall and per-kind statistics of one policy's result file (restricted to ``ids`` if given)."""
+    rows = [json.loads(line) for line in out_file.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if ids is None or r["id"] in ids]
+    summary = {"all": _stats(rows)}
+    for kind in sorted({r["kind"] for r in rows if r["kind"]}):
+        summary[kind] = _stats([r for r in rows if r["kind"] == kind])
+    return summary

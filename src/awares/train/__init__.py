@@ -1,0 +1,1 @@
+"""Training: the base VLM, cold-start SFT and multi-turn GRPO."""

@@ -1,0 +1,204 @@
+"""Train the tiny base VLM from scratch: single-turn VQA on full, low-res and cropped views.
+
+A plain VLM, no tools: it learns to answer questions from whatever view it is shown, so that on the
+synthetic benchmark it reads tag codes at full resolution and cannot at half resolution.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import tomllib
+import torch
+from torch.utils.data import Dataset
+from transformers import AutoModelForImageTextToText, Trainer, TrainerCallback, TrainingArguments, set_seed
+
+from ..crops import Box, boxes_to_crops, extract_crops, low_res_view
+from ..data import Record, read_jsonl
+from ..data.sources import synthetic_dir
+from ..data.synthetic import corpus
+from ..images import load_image
+from ..models import TinyConfig, build_tiny, load_processor
+from ..models.processor import save_processor
+from ..protocol import Message, turn1_messages
+from .collate import ChatCollator
+
+
+@dataclass
+class BaseTrainConfig:
+    """Everything the base-model run needs; loadable from a TOML file."""
+
+    output_dir: str = "runs/base"
+    train_samples: int = 6000
+    detail_fraction: float = 0.5
+    max_steps: int = 2500
+    batch_size: int = 8
+    learning_rate: float = 1.5e-3
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    seed: int = 0
+    # Probability of each view of the image: the full image, the 0.5x view, a crop of the set holding
+    # the evidence, and a zoom on the evidence.
+    view_full: float = 0.45
+    view_low: float = 0.25
+    view_crop: float = 0.1
+    view_zoom: float = 0.2
+    # Curriculum over the first `curriculum` fraction of steps: zooms start at `view_zoom_start` of
+    # the views, first the evidence's own 28-px cells (one token for a tag), then widen to
+    # `zoom_max_cells` cells of margin. A from-scratch model learns to read a one-token tag alone long
+    # before it can find it among a hundred tokens, and then finds it.
+    curriculum: float = 0.5
+    view_zoom_start: float = 0.8
+    zoom_max_cells: int = 8
+    # Before the curriculum, a warm-up on detail questions alone, shown as one-token zooms: with every
+    # question type from the start, the model settles on per-question answer priors and ignores the image.
+    task_warmup: float = 0.2
+    logging_steps: int = 25
+    save_steps: int = 500
+    threads: int = 0  # torch threads; 0 keeps torch's default
+    model: dict[str, Any] = field(default_factory=dict)  # TinyConfig overrides
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> BaseTrainConfig:
+        data = tomllib.loads(Path(path).read_text())
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown keys in {path}: {', '.join(sorted(unknown))}")
+        return cls(**data)
+
+
+def zoom_box(boxes: list[Box], width: int, height: int, margin_cells: int, cell: int = 28) -> Box:
+    """The ``cell``-grid box around ``boxes`` grown by ``margin_cells`` cells on each side (inside the image)."""
+    x0, y0 = min(b.x0 for b in boxes), min(b.y0 for b in boxes)
+    x1, y1 = max(b.x1 for b in boxes), max(b.y1 for b in boxes)
+    margin = margin_cells * cell
+
+    def span(lo: int, hi: int, size: int) -> tuple[int, int]:
+        top = size // cell * cell
+        lo = min(max((lo - margin) // cell * cell, 0), top - cell)
+        hi = min(-(-(hi + margin) // cell) * cell, top)
+        return lo, max(hi, lo + cell)
+
+    (x0, x1), (y0, y1) = span(x0, x1, width), span(y0, y1, height)
+    return Box(x0, y0, x1, y1)
+
+
+class ViewDataset(Dataset):
+    """Records as single-turn conversations on a randomly chosen view of the image."""
+
+    def __init__(self, records: list[Record], config: BaseTrainConfig):
+        self.records, self.config = records, config
+        self.rng = random.Random(config.seed)
+        self.progress = 1.0  # fraction of training done; the curriculum callback moves it from 0
+        self.detail = [r for r in records if r.kind == "detail" and r.evidence]
+
+    def weights(self) -> tuple[list[float], int]:
+        """View probabilities (full, low, crop, zoom) and the widest zoom margin at this point of training."""
+        c = self.config
+        if self.progress < c.task_warmup:
+            return [0.0, 0.0, 0.0, 1.0], 0
+        span = c.curriculum - c.task_warmup
+        ramp = min((self.progress - c.task_warmup) / span, 1.0) if span > 0 else 1.0
+        zoom = c.view_zoom_start + (c.view_zoom - c.view_zoom_start) * ramp
+        others = c.view_full + c.view_low + c.view_crop
+        rest = (1 - zoom) / others if others else 0.0
+        return [c.view_full * rest, c.view_low * rest, c.view_crop * rest, zoom], round(ramp * c.zoom_max_cells)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def view(self, record: Record) -> Any:
+        image = load_image(record.image)
+        weights, max_cells = self.weights()
+        choice = self.rng.choices(["full", "low", "crop", "zoom"], weights=weights)[0]
+        if choice == "low":
+            return low_res_view(image)
+        local = record.evidence and (record.kind == "detail" or len(record.evidence) == 1)
+        if choice == "crop" and record.kind == "detail" and record.evidence:
+            crop_ids = boxes_to_crops(record.evidence, *image.size).crop_ids
+            return extract_crops(image, [self.rng.choice(crop_ids)])[0]
+        if choice == "zoom" and local:
+            cells = self.rng.randint(0, max_cells)
+            return image.crop(zoom_box(record.evidence_boxes(), *image.size, cells).as_tuple())
+        return image
+
+    def __getitem__(self, index: int) -> list[Message]:
+        record = self.records[index]
+        if self.progress < self.config.task_warmup and self.detail:
+            record = self.detail[index % len(self.detail)]
+        messages = turn1_messages(self.view(record), record.question, system_prompt=None)
+        return [*messages, {"role": "assistant", "content": [{"type": "text", "text": record.answers[0]}]}]
+
+
+class CurriculumCallback(TrainerCallback):
+    """Tells the dataset how far training has got (also right after a resume)."""
+
+    def __init__(self, dataset: ViewDataset):
+        self.dataset = dataset
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.dataset.progress = state.global_step / max(state.max_steps, 1)
+
+
+def train_base(config: BaseTrainConfig) -> Path:
+    """Build the tiny model, train it on the synthetic train split, save it to ``output_dir/final``."""
+    set_seed(config.seed)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    out = Path(config.output_dir)
+    init_dir = out / "init"
+    if not (init_dir / "config.json").is_file():
+        build_tiny(init_dir, TinyConfig(**{"extra_corpus": corpus(), **config.model}))
+    processor = load_processor(init_dir)
+    model = AutoModelForImageTextToText.from_pretrained(init_dir, dtype=torch.float32)
+    records, errors = read_jsonl(synthetic_dir("train", config.train_samples, out / "data", config.detail_fraction))
+    if errors:
+        raise ValueError(f"{len(errors)} bad rows in the generated training data: {errors[:3]}")
+    args = TrainingArguments(
+        output_dir=str(out / "checkpoints"),
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=config.warmup_steps,
+        weight_decay=config.weight_decay,
+        logging_steps=config.logging_steps,
+        save_steps=config.save_steps,
+        save_total_limit=2,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        report_to="none",
+        seed=config.seed,
+        use_cpu=not torch.cuda.is_available(),
+    )
+    dataset = ViewDataset(records, config)
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=ChatCollator(processor),
+        callbacks=[CurriculumCallback(dataset)],
+    )
+    checkpoints = sorted((out / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    resumed_from = checkpoints[-1] if checkpoints else None
+    # The first batch is drawn before any step begins: place the curriculum where training starts.
+    dataset.progress = int(resumed_from.name.split("-")[1]) / config.max_steps if resumed_from else 0.0
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=str(resumed_from) if resumed_from else None)
+    final = out / "final"
+    trainer.save_model(str(final))
+    save_processor(processor, final)
+    log = {
+        "config": asdict(config),
+        "resumed_from": resumed_from.name if resumed_from else None,
+        "seconds": time.perf_counter() - started,
+        "log_history": trainer.state.log_history,
+    }
+    (final / "train_log.json").write_text(json.dumps(log, indent=2))
+    return final

@@ -1,0 +1,69 @@
+import json
+import shutil
+
+from awares.cli import main
+from awares.data import generate, write_dataset
+
+
+def test_eval_writes_results_table_and_plot_and_resumes(tmp_path, tiny_dir, capsys):
+    data = write_dataset(generate("test", 6), tmp_path / "ds")
+    out = tmp_path / "eval"
+    args = [
+        "eval",
+        "--data",
+        str(data),
+        "--model",
+        str(tiny_dir),
+        "--out",
+        str(out),
+        "--max-new-tokens",
+        "3",
+        "--batch-size",
+        "4",
+    ]
+    assert main(args) == 0
+    table = capsys.readouterr().out
+    for policy in ["full", "low", "crops", "oracle"]:
+        assert f"| {policy} | 6 |" in table
+        assert len((out / f"{policy}.jsonl").read_text().splitlines()) == 6
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["full"]["all"]["rtr"] == 1.0
+    assert 0.2 < summary["low"]["all"]["rtr"] < 0.3
+    oracle = summary["oracle"]
+    assert oracle["global"]["call_rate"] == 0 and oracle["detail"]["call_rate"] == 1
+    assert (out / "pareto.png").stat().st_size > 1000 and (out / "table.md").is_file()
+
+    assert main(args + ["--policy", "full"]) == 0  # resume: nothing is redone or duplicated
+    assert len((out / "full.jsonl").read_text().splitlines()) == 6
+
+
+def test_eval_skips_bad_rows_and_unreadable_images(tmp_path, tiny_dir, capsys):
+    data = write_dataset(generate("test", 4), tmp_path / "ds")
+    with (data / "data.jsonl").open("a") as f:
+        f.write("{broken\n")
+    shutil.copy(data / "images" / "test-000001.png", tmp_path / "keep.png")
+    (data / "images" / "test-000001.png").write_bytes(b"not a png")
+    out = tmp_path / "eval"
+    assert (
+        main(
+            [
+                "eval",
+                "--data",
+                str(data),
+                "--model",
+                str(tiny_dir),
+                "--out",
+                str(out),
+                "--policy",
+                "low",
+                "--max-new-tokens",
+                "2",
+            ]
+        )
+        == 0
+    )
+    captured = capsys.readouterr()
+    assert "skipping line 5" in captured.err
+    ids = [json.loads(line)["id"] for line in (out / "low.jsonl").read_text().splitlines()]
+    assert ids == ["test-000000", "test-000002", "test-000003"]
+    assert "test-000001" in (out / "low.errors.jsonl").read_text()

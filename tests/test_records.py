@@ -1,0 +1,83 @@
+import json
+
+import pytest
+
+from awares.data import generate, load_hf, read_jsonl, resolve, write_dataset
+from awares.errors import InputError
+
+
+def test_export_round_trip_and_relative_paths(tmp_path):
+    samples = list(generate("test", 5))
+    out = write_dataset(iter(samples), tmp_path / "ds")
+    lines = (out / "data.jsonl").read_text().splitlines()
+    assert json.loads(lines[0])["image"] == "images/test-000000.png"
+    records, errors = read_jsonl(out)
+    assert errors == [] and [r.id for r in records] == [s.id for s in samples]
+    for record, sample in zip(records, samples):
+        assert record.question == sample.question and record.answers == sample.answers and record.kind == sample.kind
+        assert record.evidence == [b.as_tuple() for b in sample.evidence]
+        assert (tmp_path / "ds" / "images" / f"{sample.id}.png").is_file()
+
+
+def test_export_resumes_without_duplicates(tmp_path):
+    write_dataset(generate("test", 3), tmp_path / "ds")
+    write_dataset(generate("test", 6), tmp_path / "ds")
+    records, _ = read_jsonl(tmp_path / "ds")
+    assert [r.id for r in records] == [f"test-{i:06d}" for i in range(6)]
+    assert len((tmp_path / "ds" / "data.jsonl").read_text().splitlines()) == 6
+
+
+def test_bad_rows_are_reported_and_skipped(tmp_path):
+    good = {"id": "a", "image": "a.png", "question": "q?", "answers": ["x"]}
+    rows = [
+        json.dumps(good),
+        "{not json",
+        json.dumps({"id": "b", "image": "b.png", "question": "q?"}),
+        json.dumps({**good, "id": "c", "answers": []}),
+        json.dumps({**good, "id": "d", "evidence": [[5, 5, 1, 1]]}),
+        json.dumps({**good, "id": "e", "question": " "}),
+        json.dumps(good),
+        "",
+        json.dumps({**good, "id": "f", "answers": "single", "evidence": [[0, 0, 4, 4]]}),
+    ]
+    path = tmp_path / "data.jsonl"
+    path.write_text("\n".join(rows) + "\n")
+    records, errors = read_jsonl(path)
+    assert [r.id for r in records] == ["a", "f"]
+    assert records[1].answers == ["single"] and records[1].evidence == [(0, 0, 4, 4)]
+    assert [e.line for e in errors] == [2, 3, 4, 5, 6, 7]
+    assert "missing field(s) answers" in errors[1].reason and "duplicate id" in errors[5].reason
+
+
+def test_resolve_synthetic_and_missing(tmp_path):
+    records, errors = resolve("synthetic:val:4", cache=tmp_path)
+    assert len(records) == 4 and not errors
+    for spec in ["synthetic:dev", "synthetic:test:x", "synthetic:test:1:2"]:
+        with pytest.raises(InputError):
+            resolve(spec, cache=tmp_path)
+    with pytest.raises(InputError, match="does not exist"):
+        resolve(str(tmp_path / "none"))
+
+
+def test_hugging_face_datasets_on_disk_and_parquet(tmp_path):
+    import datasets
+
+    samples = list(generate("test", 3))
+    ds = datasets.Dataset.from_dict(
+        {
+            "qid": [s.id for s in samples],
+            "img": [s.image for s in samples],
+            "query": [s.question for s in samples],
+            "answers": [s.answers for s in samples],
+        }
+    ).cast_column("img", datasets.Image())
+    ds.save_to_disk(str(tmp_path / "hf"))
+    mapping = {"id": "qid", "image": "img", "question": "query"}
+    records = load_hf(tmp_path / "hf", mapping)
+    assert [r.id for r in records] == [s.id for s in samples]
+    assert records[0].question == samples[0].question and records[0].evidence == []
+    from PIL import Image
+
+    assert Image.open(records[0].image).size == samples[0].image.size
+    ds.to_parquet(str(tmp_path / "d.parquet"))
+    assert [r.answers for r in load_hf(tmp_path / "d.parquet", mapping)] == [s.answers for s in samples]

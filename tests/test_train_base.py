@@ -1,0 +1,103 @@
+import json
+
+from awares.crops import Box
+from awares.data import generate
+from awares.models import load_processor
+from awares.protocol import turn1_messages
+from awares.train.base import BaseTrainConfig, ViewDataset, train_base, zoom_box
+from awares.train.collate import IGNORE_INDEX, ChatCollator, assistant_spans
+
+from .conftest import scene
+
+
+def test_labels_cover_exactly_the_assistant_answers(tiny_dir):
+    processor = load_processor(tiny_dir)
+    conversations = [
+        [
+            *turn1_messages(scene(), "What colour?", None),
+            {"role": "assistant", "content": [{"type": "text", "text": "red"}]},
+        ],
+        [
+            *turn1_messages(scene(336, 448), "Code?"),
+            {"role": "assistant", "content": [{"type": "text", "text": "47 is it"}]},
+        ],
+    ]
+    batch = ChatCollator(processor)(conversations)
+    tok = processor.tokenizer
+    decoded = [tok.decode(row[row != IGNORE_INDEX]) for row in batch["labels"]]
+    assert decoded == ["red<|im_end|>", "47 is it<|im_end|>"]
+    assert not (batch["labels"][batch["input_ids"] == processor.image_token_id] != IGNORE_INDEX).any()
+
+
+def test_assistant_spans_handles_several_turns_and_an_unclosed_one():
+    start, end = [1, 2], 9
+    ids = [5, 1, 2, 7, 7, 9, 3, 1, 2, 8, 9, 4, 1, 2, 6]
+    assert assistant_spans(ids, start, end) == [(3, 6), (9, 11), (14, 15)]
+
+
+def _detail_record(tmp_path):
+    from awares.data import Record
+
+    sample = next(s for s in generate("test", 20) if s.kind == "detail")
+    sample.image.save(tmp_path / "s.png")
+    evidence = [b.as_tuple() for b in sample.evidence]
+    return sample, Record(sample.id, str(tmp_path / "s.png"), sample.question, sample.answers, evidence, "detail")
+
+
+def test_views_include_low_res_crops_and_zooms(tmp_path):
+    sample, record = _detail_record(tmp_path)
+    config = BaseTrainConfig(view_full=1, view_low=1, view_crop=1, view_zoom=0.25, curriculum=0, task_warmup=0)
+    dataset = ViewDataset([record], config)
+    sizes = {dataset[0][0]["content"][0]["image"].size for _ in range(60)}
+    w, h = sample.image.size
+    assert (w, h) in sizes and (w // 2, h // 2) in sizes and len(sizes) >= 4
+    assert all(sw % 28 == 0 and sh % 28 == 0 for sw, sh in sizes)  # never resampled by the processor
+
+
+def test_curriculum_starts_with_one_token_zooms_and_ends_at_the_final_mix(tmp_path):
+    _, record = _detail_record(tmp_path)
+    from awares.data import Record
+
+    other = Record("g", record.image, "What color?", ["red"], [(0, 0, 50, 50)], "global")
+    config = BaseTrainConfig(task_warmup=0.2, curriculum=0.5, view_zoom_start=0.8, view_zoom=0.2, zoom_max_cells=8)
+    dataset = ViewDataset([other, record], config)
+    dataset.progress = 0.1  # warm-up: detail questions only, one-token zooms
+    assert dataset.weights() == ([0.0, 0.0, 0.0, 1.0], 0)
+    assert {dataset[i][0]["content"][1]["text"] for i in [0, 1, 0, 1]} == {record.question}
+    assert {dataset[0][0]["content"][0]["image"].size for _ in range(5)} <= {(28, 28), (56, 28), (28, 56), (56, 56)}
+    dataset.progress = 0.2
+    weights, cells = dataset.weights()
+    assert weights[3] == 0.8 and cells == 0 and abs(sum(weights) - 1) < 1e-9
+    dataset.progress = 0.75
+    weights, cells = dataset.weights()
+    assert abs(weights[3] - 0.2) < 1e-9 and cells == 8
+    assert abs(weights[0] / weights[1] - 0.45 / 0.25) < 1e-9
+
+
+def test_zoom_box_stays_on_the_grid_and_inside_the_image():
+    assert zoom_box([Box(500, 10, 512, 20)], 560, 336, margin_cells=2).as_tuple() == (420, 0, 560, 84)
+    assert zoom_box([Box(0, 0, 12, 10)], 280, 280, margin_cells=1).as_tuple() == (0, 0, 56, 56)
+    assert zoom_box([Box(14, 28, 26, 38)], 280, 280, margin_cells=0).as_tuple() == (0, 28, 28, 56)  # one token
+
+
+def test_train_base_runs_saves_and_resumes(tmp_path):
+    config = BaseTrainConfig(
+        output_dir=str(tmp_path / "run"),
+        train_samples=8,
+        max_steps=2,
+        batch_size=2,
+        save_steps=2,
+        logging_steps=1,
+        model={"max_pixels": 128 * 28 * 28, "text_layers": 1, "vision_layers": 1},
+    )
+    final = train_base(config)
+    assert (final / "model.safetensors").is_file() and (final / "preprocessor_config.json").is_file()
+    log = json.loads((final / "train_log.json").read_text())
+    assert log["config"]["max_steps"] == 2 and log["resumed_from"] is None
+    assert [e["step"] for e in log["log_history"] if "loss" in e] == [1, 2]
+    assert (tmp_path / "run" / "checkpoints" / "checkpoint-2").is_dir()
+    config.max_steps = 3
+    train_base(config)  # resumes from checkpoint-2 and runs one more step
+    log = json.loads((final / "train_log.json").read_text())
+    assert log["resumed_from"] == "checkpoint-2"
+    assert [e["step"] for e in log["log_history"] if "loss" in e] == [1, 2, 3]

@@ -64,7 +64,7 @@ def test_sizes_kinds_and_crops_cover_the_whole_crop_set():
     )
     assert set(crops) == set("012345678")
     types = Counter(s.meta["type"] for s in samples)
-    assert set(types) == {"code", "color", "shape", "count", "exists"}
+    assert set(types) == {"code", "color", "shape", "count"}
 
 
 def test_detail_fraction_is_configurable():

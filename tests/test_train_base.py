@@ -54,24 +54,27 @@ def test_views_include_low_res_crops_and_zooms(tmp_path):
     assert all(sw % 28 == 0 and sh % 28 == 0 for sw, sh in sizes)  # never resampled by the processor
 
 
-def test_curriculum_starts_with_one_token_zooms_and_ends_at_the_final_mix(tmp_path):
-    _, record = _detail_record(tmp_path)
+def test_curriculum_starts_with_detail_questions_and_one_token_zooms(tmp_path):
     from awares.data import Record
 
-    other = Record("g", record.image, "What color?", ["red"], [(0, 0, 50, 50)], "global")
-    config = BaseTrainConfig(task_warmup=0.2, curriculum=0.5, view_zoom_start=0.8, view_zoom=0.2, zoom_max_cells=8)
+    _, record = _detail_record(tmp_path)
+    other = Record("g", record.image, "How many shapes?", ["1"], [(0, 0, 50, 50)], "global")
+    config = BaseTrainConfig(
+        read_warmup=0.1, curriculum=0.4, task_warmup=0.4, view_zoom_start=0.8, view_zoom=0.2, zoom_max_cells=8
+    )
     dataset = ViewDataset([other, record], config)
-    dataset.progress = 0.1  # warm-up: detail questions only, one-token zooms
+    dataset.progress = 0.0  # reading warm-up: one-token zooms only
     assert dataset.weights() == ([0.0, 0.0, 0.0, 1.0], 0)
-    assert {dataset[i][0]["content"][1]["text"] for i in [0, 1, 0, 1]} == {record.question}
     assert {dataset[0][0]["content"][0]["image"].size for _ in range(5)} <= {(28, 28), (56, 28), (28, 56), (56, 56)}
-    dataset.progress = 0.2
+    dataset.progress = 0.1  # the ramp begins
     weights, cells = dataset.weights()
     assert weights[3] == 0.8 and cells == 0 and abs(sum(weights) - 1) < 1e-9
-    dataset.progress = 0.75
+    assert {dataset[i][0]["content"][1]["text"] for i in [0, 1, 0, 1]} == {record.question}  # detail only
+    dataset.progress = 0.5
     weights, cells = dataset.weights()
     assert abs(weights[3] - 0.2) < 1e-9 and cells == 8
     assert abs(weights[0] / weights[1] - 0.45 / 0.25) < 1e-9
+    assert {dataset[i][0]["content"][1]["text"] for i in [0, 1]} == {record.question, "How many shapes?"}
 
 
 def test_zoom_box_stays_on_the_grid_and_inside_the_image():

@@ -2,16 +2,17 @@
 
 Every image holds one or two large coloured shapes (visible at any resolution) and one small tag
 (12x10 px, black frame) filled with a 1-pixel checkerboard of a colour and its complement. At full
-resolution the checkerboard names the tag's colour; every 2x2 block of it averages to the same grey,
-so at half resolution all tags look alike. *Global* questions ask about the shapes; *detail*
-questions ask for the tag's colour code. Image sides are multiples of 112 px and tags sit on
-the 14-px patch grid, so neither the full image, its half-resolution view nor any crop of the set is
-resampled by the Qwen2-VL processor: what the model sees is exactly what was drawn.
+resolution the checkerboard names the tag's colour; every 2x2 block of it averages to the same
+grey, so at half resolution all tags look alike. *Global* questions ask about the shapes (how many;
+POPE-style "is there a <colour> shape / a <shape>"); *detail* questions ask for the tag's colour.
+Image sides are multiples of 112 px and tags sit on the 14-px patch grid, so neither the full
+image, its half-resolution view nor any crop of the set is resampled by the Qwen2-VL processor:
+what the model sees is exactly what was drawn.
 
-Why a colour checkerboard and not printed digits: a from-scratch tiny model on a 2-core CPU did not learn to read
-3x5-pixel glyphs within its training budget (no progress in 1,200 steps even on a one-token image),
-while it learns colour codes quickly; the checkerboard keeps the property that matters here, evidence that
-exists only at full resolution.
+Why a colour checkerboard and not printed digits: a from-scratch tiny model on a 2-core CPU did not
+learn to read 3x5-pixel glyphs within its training budget (no progress in 1,200 steps even on a
+one-token image), while it learns colour codes quickly; the checkerboard keeps the property that
+matters here, evidence that exists only at full resolution.
 """
 
 from __future__ import annotations
@@ -47,10 +48,9 @@ TAG_COLORS: dict[str, tuple[int, int, int]] = {
 TAG_W, TAG_H = 12, 10
 
 GLOBAL_TEMPLATES = {
-    "color": ["What color is the {shape}?", "Which color is the {shape} in the image?"],
-    "shape": ["What shape is the {color} object?", "Which shape is colored {color}?"],
     "count": ["How many large shapes are in the image?", "How many shapes can you see?"],
-    "exists": ["Is there a {color} {shape} in the image?", "Does the image contain a {color} {shape}?"],
+    "color": ["Is there a {color} shape in the image?", "Does the image contain something {color}?"],
+    "shape": ["Is there a {shape} in the image?", "Does the image contain a {shape}?"],
 }
 DETAIL_TEMPLATES = [
     "What color is the checkered pattern on the small tag?",
@@ -157,21 +157,20 @@ def make_sample(
     if rng.random() < detail_fraction:
         return Sample(sid, image, rng.choice(DETAIL_TEMPLATES), [code], [tag], "detail", {"type": "code"})
     qtype = rng.choice(list(GLOBAL_TEMPLATES))
-    color, shape, box = rng.choice(shapes)
     template = rng.choice(GLOBAL_TEMPLATES[qtype])
-    if qtype == "color":
-        answer, evidence = color, [box]
-    elif qtype == "shape":
-        answer, evidence = shape, [box]
-    elif qtype == "count":
-        answer, evidence = str(len(shapes)), [b for _, _, b in shapes]
+    boxes = [b for _, _, b in shapes]
+    if qtype == "count":
+        return Sample(sid, image, template, [str(len(shapes))], boxes, "global", {"type": qtype})
+    # POPE-style existence: half the questions name something present, half something absent.
+    index = 0 if qtype == "color" else 1
+    present = {s[index] for s in shapes}
+    absent = [v for v in (COLORS if qtype == "color" else SHAPES) if v not in present]
+    if rng.random() < 0.5:
+        value, answer = rng.choice(sorted(present)), "yes"
+        evidence = [b for *cs, b in shapes if cs[index] == value]
     else:
-        present = rng.random() < 0.5
-        if not present:
-            used = {(c, s) for c, s, _ in shapes}
-            color, shape = rng.choice([(c, s) for c in COLORS for s in SHAPES if (c, s) not in used])
-        answer, evidence = ("yes" if present else "no"), ([box] if present else [b for _, _, b in shapes])
-    question = template.format(color=color, shape=shape)
+        value, answer, evidence = rng.choice(absent), "no", boxes
+    question = template.format(color=value, shape=value)
     return Sample(sid, image, question, [answer], evidence, "global", {"type": qtype})
 
 

@@ -48,16 +48,17 @@ class BaseTrainConfig:
     view_low: float = 0.25
     view_crop: float = 0.1
     view_zoom: float = 0.2
-    # Curriculum over the first `curriculum` fraction of steps: zooms start at `view_zoom_start` of
-    # the views, first the evidence's own 28-px cells (one token for a tag), then widen to
-    # `zoom_max_cells` cells of margin. A from-scratch model learns to read a one-token tag alone long
-    # before it can find it among a hundred tokens, and then finds it.
-    curriculum: float = 0.5
+    # Curriculum. Until `read_warmup`: detail questions only, shown as zooms holding just the tag's
+    # own 28-px cells (one token). Until `curriculum`: zooms widen to `zoom_max_cells` cells of margin
+    # and fall from `view_zoom_start` to `view_zoom` of the views. Until `task_warmup`: detail questions
+    # only. A from-scratch model learns to read a one-token tag alone long before it can find it among
+    # hundreds of tokens; with every question type from the start it settles on per-question answer
+    # priors and ignores the image.
+    read_warmup: float = 0.12
+    curriculum: float = 0.45
     view_zoom_start: float = 0.8
     zoom_max_cells: int = 8
-    # Before the curriculum, a warm-up on detail questions alone, shown as one-token zooms: with every
-    # question type from the start, the model settles on per-question answer priors and ignores the image.
-    task_warmup: float = 0.2
+    task_warmup: float = 0.45
     logging_steps: int = 25
     save_steps: int = 500
     threads: int = 0  # torch threads; 0 keeps torch's default
@@ -101,10 +102,10 @@ class ViewDataset(Dataset):
     def weights(self) -> tuple[list[float], int]:
         """View probabilities (full, low, crop, zoom) and the widest zoom margin at this point of training."""
         c = self.config
-        if self.progress < c.task_warmup:
+        if self.progress < c.read_warmup:
             return [0.0, 0.0, 0.0, 1.0], 0
-        span = c.curriculum - c.task_warmup
-        ramp = min((self.progress - c.task_warmup) / span, 1.0) if span > 0 else 1.0
+        span = c.curriculum - c.read_warmup
+        ramp = min((self.progress - c.read_warmup) / span, 1.0) if span > 0 else 1.0
         zoom = c.view_zoom_start + (c.view_zoom - c.view_zoom_start) * ramp
         others = c.view_full + c.view_low + c.view_crop
         rest = (1 - zoom) / others if others else 0.0

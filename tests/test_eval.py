@@ -1,26 +1,17 @@
 import json
-import shutil
 
 from awares.cli import main
 from awares.data import generate, write_dataset
 
 
+def eval_args(data, model, out, *extra):
+    return ["eval", "--data", str(data), "--model", str(model), "--out", str(out), "--max-new-tokens", "3", *extra]
+
+
 def test_eval_writes_results_table_and_plot_and_resumes(tmp_path, tiny_dir, capsys):
     data = write_dataset(generate("test", 6), tmp_path / "ds")
     out = tmp_path / "eval"
-    args = [
-        "eval",
-        "--data",
-        str(data),
-        "--model",
-        str(tiny_dir),
-        "--out",
-        str(out),
-        "--max-new-tokens",
-        "3",
-        "--batch-size",
-        "4",
-    ]
+    args = eval_args(data, tiny_dir, out, "--batch-size", "4")
     assert main(args) == 0
     table = capsys.readouterr().out
     for policy in ["full", "low", "crops", "oracle"]:
@@ -41,27 +32,9 @@ def test_eval_skips_bad_rows_and_unreadable_images(tmp_path, tiny_dir, capsys):
     data = write_dataset(generate("test", 4), tmp_path / "ds")
     with (data / "data.jsonl").open("a") as f:
         f.write("{broken\n")
-    shutil.copy(data / "images" / "test-000001.png", tmp_path / "keep.png")
     (data / "images" / "test-000001.png").write_bytes(b"not a png")
     out = tmp_path / "eval"
-    assert (
-        main(
-            [
-                "eval",
-                "--data",
-                str(data),
-                "--model",
-                str(tiny_dir),
-                "--out",
-                str(out),
-                "--policy",
-                "low",
-                "--max-new-tokens",
-                "2",
-            ]
-        )
-        == 0
-    )
+    assert main(eval_args(data, tiny_dir, out, "--policy", "low")) == 0
     captured = capsys.readouterr()
     assert "skipping line 5" in captured.err
     ids = [json.loads(line)["id"] for line in (out / "low.jsonl").read_text().splitlines()]

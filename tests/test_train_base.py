@@ -1,6 +1,6 @@
 import json
 
-from awares.crops import Box
+from awares.crops import Box, low_res_view
 from awares.data import generate
 from awares.models import load_processor
 from awares.protocol import turn1_messages
@@ -44,14 +44,21 @@ def _detail_record(tmp_path):
     return sample, Record(sample.id, str(tmp_path / "s.png"), sample.question, sample.answers, evidence, "detail")
 
 
-def test_views_include_low_res_crops_and_zooms(tmp_path):
+def test_views_include_crops_and_zooms_and_low_res_only_when_answerable(tmp_path):
+    from awares.data import Record
+
     sample, record = _detail_record(tmp_path)
     config = BaseTrainConfig(view_full=1, view_low=1, view_crop=1, view_zoom=0.25, curriculum=0, task_warmup=0)
     dataset = ViewDataset([record], config)
-    sizes = {dataset[0][0]["content"][0]["image"].size for _ in range(60)}
-    w, h = sample.image.size
-    assert (w, h) in sizes and (w // 2, h // 2) in sizes and len(sizes) >= 4
+    views = [dataset[0][0]["content"][0]["image"] for _ in range(60)]
+    sizes = {v.size for v in views}
+    assert sample.image.size in sizes and len(sizes) >= 3
     assert all(sw % 28 == 0 and sh % 28 == 0 for sw, sh in sizes)  # never resampled by the processor
+    low = low_res_view(sample.image).tobytes()
+    assert all(v.tobytes() != low for v in views)  # a detail question is never asked about the half-res view
+    glob = Record("g", record.image, "How many shapes?", ["1"], [(0, 0, 56, 56)], "global")
+    global_views = ViewDataset([glob], config)
+    assert any(global_views[0][0]["content"][0]["image"].tobytes() == low for _ in range(30))
 
 
 def test_curriculum_starts_with_detail_questions_and_one_token_zooms(tmp_path):

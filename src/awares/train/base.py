@@ -118,7 +118,7 @@ class ViewDataset(Dataset):
         image = load_image(record.image)
         weights, max_cells = self.weights()
         choice = self.rng.choices(["full", "low", "crop", "zoom"], weights=weights)[0]
-        if choice == "low":
+        if choice == "low" and record.kind != "detail":  # no unanswerable examples: they only teach guessing
             return low_res_view(image)
         local = record.evidence and (record.kind == "detail" or len(record.evidence) == 1)
         if choice == "crop" and record.kind == "detail" and record.evidence:

@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 import random
 import time
+import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import tomllib
 import torch
 from torch.utils.data import Dataset
 from transformers import AutoModelForImageTextToText, Trainer, TrainerCallback, TrainingArguments, set_seed

@@ -5,9 +5,10 @@ Every image holds one or two large coloured shapes (visible at any resolution) a
 resolution the checkerboard names the tag's colour; every 2x2 block of it averages to the same
 grey, so at half resolution all tags look alike. *Global* questions ask about the shapes (how many;
 POPE-style "is there a <colour> shape / a <shape>"); *detail* questions ask for the tag's colour.
-Image sides are multiples of 112 px and tags sit on the 14-px patch grid, so neither the full
-image, its half-resolution view nor any crop of the set is resampled by the Qwen2-VL processor:
-what the model sees is exactly what was drawn.
+Image sides are multiples of 112 px and tags sit on the 28-px grid of merged tokens (or straddle a
+midline), so neither the full image, its half-resolution view nor any crop of the set is resampled
+by the Qwen2-VL processor: what the model sees is exactly what was drawn. (With tags at any 14-px
+offset inside a token, the from-scratch tiny model did not learn to read them within budget.)
 
 Why a colour checkerboard and not printed digits: a from-scratch tiny model on a 2-core CPU did not
 learn to read 3x5-pixel glyphs within its training budget (no progress in 1,200 steps even on a
@@ -34,7 +35,7 @@ COLORS: dict[str, tuple[int, int, int]] = {
 }
 SHAPES = ("circle", "square", "triangle")
 SIDES = tuple(range(224, 561, 112))  # 224 .. 560 px: halves and quarters stay on the 28-px grid
-PATCH = 14
+CELL = 28  # tags sit on the 28-px grid of merged tokens: one position per token
 
 # Colours of the tag codes; each alternates with its complement (255 - c), so all average to grey.
 TAG_COLORS: dict[str, tuple[int, int, int]] = {
@@ -108,12 +109,12 @@ def _free(box: Box, taken: list[Box], margin: int) -> bool:
 
 def _tag_position(rng: random.Random, width: int, height: int, span_prob: float) -> tuple[int, int]:
     """A patch-aligned tag position; with ``span_prob`` the tag straddles a midline."""
-    cols, rows = width // PATCH, height // PATCH
+    cols, rows = width // CELL, height // CELL
     if rng.random() < span_prob:
         if rng.random() < 0.5:  # straddle the vertical midline (tag in the patch left of it, shifted right)
-            return width // 2 - 7, rng.randrange(1, rows - 1) * PATCH
-        return rng.randrange(1, cols - 1) * PATCH, height // 2 - 7
-    return rng.randrange(1, cols - 1) * PATCH, rng.randrange(1, rows - 1) * PATCH
+            return width // 2 - 7, rng.randrange(1, rows - 1) * CELL
+        return rng.randrange(1, cols - 1) * CELL, height // 2 - 7
+    return rng.randrange(1, cols - 1) * CELL, rng.randrange(1, rows - 1) * CELL
 
 
 def make_sample(

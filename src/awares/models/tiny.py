@@ -74,8 +74,8 @@ class TinyConfig:
     bpe_vocab: int = 1024
     merge_size: int = 2  # patches merged per side into one LLM token, as in Qwen2.5-VL
     # The paper's evaluation budget caps the full image at 2048*28*28 px; the floor is lowered from
-    # 32*28*28 so that the half-size views of small synthetic images are not upscaled.
-    min_pixels: int = 16 * 28 * 28
+    # 32*28*28 to one token so that small views and zooms are never resampled.
+    min_pixels: int = 28 * 28
     max_pixels: int = 2048 * 28 * 28
     seed: int = 0
     extra_corpus: list[str] = field(default_factory=list)

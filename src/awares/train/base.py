@@ -31,15 +31,15 @@ from .collate import ChatCollator
 
 @dataclass
 class BaseTrainConfig:
-    """Everything the base-model run needs; loadable from a TOML file."""
+    """Everything the base-model run needs; loadable from a TOML file. Defaults: `configs/base.toml`."""
 
     output_dir: str = "runs/base"
     train_samples: int = 6000
     detail_fraction: float = 0.5
-    max_steps: int = 2500
+    max_steps: int = 2000
     batch_size: int = 8
-    learning_rate: float = 1.5e-3
-    warmup_steps: int = 100
+    learning_rate: float = 1e-3
+    warmup_steps: int = 50
     weight_decay: float = 0.01
     seed: int = 0
     # Probability of each view of the image: the full image, the 0.5x view, a crop of the set holding
@@ -54,10 +54,10 @@ class BaseTrainConfig:
     # only. A from-scratch model learns to read a one-token tag alone long before it can find it among
     # hundreds of tokens; with every question type from the start it settles on per-question answer
     # priors and ignores the image.
-    read_warmup: float = 0.12
+    read_warmup: float = 0.2
     curriculum: float = 0.45
     view_zoom_start: float = 0.8
-    zoom_max_cells: int = 8
+    zoom_max_cells: int = 10
     task_warmup: float = 0.45
     logging_steps: int = 25
     save_steps: int = 500

@@ -19,11 +19,12 @@ from ..runtime import Engine, Request, Result
 from .metrics import anls, exact_match
 
 
-def oracle_crops(record: Record) -> tuple[str, ...]:
-    """Ground-truth crops: the evidence mapped to the crop set, none for questions marked ``global``."""
+def oracle_crops(record: Record, size: tuple[int, int]) -> tuple[str, ...]:
+    """Ground-truth crops on an image of ``size``: the evidence mapped to the crop set, none for
+    questions marked ``global``."""
     if record.kind == "global" or not record.evidence:
         return ()
-    return boxes_to_crops(record.evidence_boxes(), *load_image(record.image).size).crop_ids
+    return boxes_to_crops(record.evidence_boxes(), *size).crop_ids
 
 
 def _done_ids(path: Path) -> set[str]:
@@ -68,7 +69,10 @@ def run_policy(engine: Engine, records: list[Record], policy: str, out_file: Pat
 
 
 def _request(record: Record, policy: str) -> Request:
-    return Request(record.image, record.question, oracle_crops(record) if policy == "oracle" else ())
+    if policy != "oracle":
+        return Request(record.image, record.question)
+    image = load_image(record.image)  # decoded once: its size maps the evidence, the engine reuses it
+    return Request(image, record.question, oracle_crops(record, image.size))
 
 
 def _answer(engine: Engine, batch: list[Record], policy: str, errors: Path) -> tuple[list[Record], list[Result]]:

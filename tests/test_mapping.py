@@ -1,6 +1,6 @@
 import pytest
 
-from awares.crops import ALL, Box, boxes_to_crops, crop_box, iou_crops
+from awares.crops import ALL, Box, boxes_to_crops, coverage, crop_box, iou_crops
 
 W, H = 1000, 800
 
@@ -61,3 +61,15 @@ def test_paper_iou_rule_returns_every_crop_above_threshold_and_nothing_for_small
     assert iou_crops(Box(0, 0, 500, 400), W, H) == ("0", "5", "7")  # IoU exactly 0.5 with both halves
     assert iou_crops(Box(0, 0, 1000, 380), W, H) == ("5",)
     assert iou_crops(Box(10, 10, 60, 60), W, H) == ()
+
+
+def test_coverage_of_given_crops():
+    box = Box(450, 100, 550, 200)  # straddles the vertical midline of a 1000 x 800 image
+    assert coverage([box], ["0"], W, H) == pytest.approx(0.5)
+    assert coverage([box], ["0", "1"], W, H) == 1.0 and coverage([box], ["all"], W, H) == 1.0
+    assert coverage([box], [], W, H) == 0.0
+    assert coverage([box, Box(0, 700, 10, 800)], ["5"], W, H) == pytest.approx(100 * 100 / (100 * 100 + 10 * 100))
+    with pytest.raises(ValueError, match="empty box"):
+        coverage([(2000, 2000, 2100, 2100)], ["0"], W, H)  # entirely outside
+    with pytest.raises(ValueError, match="at least one"):
+        coverage([], ["0"], W, H)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from awares.crops import boxes_to_crops, low_res_view
-from awares.data.synthetic import SIDES, TAG_COLORS, generate, make_sample
+from awares.data.synthetic import COLORS, SIDES, TAG_COLORS, generate, make_sample
 
 
 def read_tag(image, box):
@@ -51,6 +51,20 @@ def test_detail_evidence_box_holds_the_answer_and_is_grey_at_low_res():
         low = low_res_view(s.image)
         half = type(box)(box.x0 // 2, box.y0 // 2, -(-box.x1 // 2), -(-box.y1 // 2))
         assert tag_tint(low, half) < 40  # the colours cancel out at half resolution
+
+
+def test_global_answers_are_visible_at_low_res():
+    samples = [s for s in generate("test", 80) if s.kind == "global"]
+    types = Counter(s.meta["type"] for s in samples)
+    assert min(types.values()) > 8 and {s.answers[0] for s in samples if s.meta["type"] == "count"} == {"1", "2", "3"}
+    for s in samples:
+        low = np.asarray(low_res_view(s.image)).astype(int)
+        for box in s.evidence:  # each shape's centre keeps its colour in the half-resolution view
+            centre = low[(box.y0 + box.y1) // 4 + 3, (box.x0 + box.x1) // 4]
+            if s.meta["type"] == "color":
+                assert np.abs(centre - COLORS[s.answers[0]]).max() <= 2
+        if s.meta["type"] == "count":
+            assert s.answers == [str(len(s.evidence))]
 
 
 def test_sizes_kinds_and_crops_cover_the_whole_crop_set():

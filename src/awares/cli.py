@@ -94,20 +94,27 @@ def cmd_train_base(args: argparse.Namespace) -> None:
     print(train_base(config))
 
 
-def cmd_eval(args: argparse.Namespace) -> None:
+def _records(args: argparse.Namespace) -> list:
+    """The records of ``--data`` (bad rows reported and skipped), the first ``--limit`` of them."""
     from .data import resolve
-    from .evaluate import run_policy, summarize, write_report
 
-    policies = [p.strip() for p in args.policy.split(",") if p.strip()]
-    unknown = [p for p in policies if p not in POLICIES]
-    if unknown or not policies:
-        raise InputError(f"unknown policies {unknown}; choose from {', '.join(POLICIES)}")
     records, errors = resolve(args.data)
     for error in errors:
         print(f"awares: skipping line {error.line} of the dataset: {error.reason}", file=sys.stderr)
     records = records[: args.limit] if args.limit else records
     if not records:
         raise InputError(f"no usable records in {args.data}")
+    return records
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from .evaluate import run_policy, summarize, write_report
+
+    policies = [p.strip() for p in args.policy.split(",") if p.strip()]
+    unknown = [p for p in policies if p not in POLICIES]
+    if unknown or not policies:
+        raise InputError(f"unknown policies {unknown}; choose from {', '.join(POLICIES)}")
+    records = _records(args)
     engine = _engine(args)
     engine.config.batch_size = args.batch_size
     out = Path(args.out)
@@ -116,6 +123,49 @@ def cmd_eval(args: argparse.Namespace) -> None:
         run_policy(engine, records, policy, out / f"{policy}.jsonl", batch_size=args.batch_size)
     print(write_report({p: summarize(out / f"{p}.jsonl", ids) for p in policies}, out), end="")
     print(f"results in {out}/ (summary.json, table.md, pareto.png, <policy>.jsonl)")
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        shard, num_shards = (int(v) for v in text.split("/"))
+    except ValueError as err:
+        raise InputError(f"bad --shard {text!r}; use I/N, e.g. 0/4") from err
+    if not 0 <= shard < num_shards:
+        raise InputError(f"bad --shard {text!r}: I must be in 0..N-1")
+    return shard, num_shards
+
+
+def cmd_curate(args: argparse.Namespace) -> None:
+    from .curate import CurateConfig, GroundTruthOracle, LLMJudge, OCROracle, RuleJudge, VLMOracle, curate
+    from .models.endpoint import ChatEndpoint
+
+    shard, num_shards = _shard(args.shard)
+    config = CurateConfig(
+        out_dir=args.out,
+        batch_size=args.batch_size,
+        min_coverage=args.min_coverage,
+        keep_unsolvable=args.keep_unsolvable,
+        direct_ratio=args.direct_ratio,
+        shard=shard,
+        num_shards=num_shards,
+    )
+    if args.judge == "llm":
+        if not (args.judge_url and args.judge_model):
+            raise InputError("--judge llm needs --judge-url and --judge-model")
+        judge = LLMJudge.from_args(args.judge_url, args.judge_model, args.judge_template)
+    else:
+        judge = RuleJudge(anls_threshold=args.anls_threshold, numeric_tolerance=args.numeric_tolerance)
+    if args.oracle == "vlm":
+        if not (args.oracle_url and args.oracle_model):
+            raise InputError("--oracle vlm needs --oracle-url and --oracle-model")
+        endpoint = ChatEndpoint(args.oracle_url, args.oracle_model)
+        oracle = VLMOracle(lambda image, prompt: endpoint.complete(prompt, [image]))
+    else:
+        oracle = OCROracle() if args.oracle == "ocr" else GroundTruthOracle()
+    records = _records(args)
+    summary = curate(records, _engine(args), judge, oracle, config)
+    print(json.dumps(summary, indent=2))
+    print(f"trajectories in {Path(args.out) / 'trajectories.jsonl'}, summary in {Path(args.out) / 'summary.json'}")
 
 
 def cmd_build_tiny(args: argparse.Namespace) -> None:
@@ -168,6 +218,27 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--batch-size", type=int, default=8)
     _model_options(ev)
     ev.set_defaults(func=cmd_eval)
+
+    cur = sub.add_parser("curate", help="label samples, ground the evidence, write multi-turn trajectories")
+    cur.add_argument("--data", default="synthetic:train:2000", help="synthetic:SPLIT[:N], a folder or a data.jsonl")
+    cur.add_argument("--limit", type=int, help="only the first N records")
+    cur.add_argument("--out", default="runs/curate", help="output folder (re-running resumes)")
+    cur.add_argument("--shard", default="0/1", help="I/N: run the I-th of N shards (0-based); shards merge")
+    cur.add_argument("--batch-size", type=int, default=8)
+    cur.add_argument("--judge", choices=["rule", "llm"], default="rule")
+    cur.add_argument("--anls-threshold", type=float, help="rule judge: also accept ANLS >= this")
+    cur.add_argument("--numeric-tolerance", type=float, default=0.0, help="rule judge: relative tolerance")
+    cur.add_argument("--judge-url", help="LLM judge: OpenAI-compatible base URL, e.g. http://localhost:8000/v1")
+    cur.add_argument("--judge-model", help="LLM judge: model name on that server")
+    cur.add_argument("--judge-template", help="LLM judge: prompt file with {question} {answers} {prediction}")
+    cur.add_argument("--oracle", choices=["gt", "ocr", "vlm"], default="gt", help="gt: the dataset's boxes")
+    cur.add_argument("--oracle-url", help="VLM oracle: OpenAI-compatible base URL")
+    cur.add_argument("--oracle-model", help="VLM oracle: grounding model name (boxes 0-1000)")
+    cur.add_argument("--min-coverage", type=float, default=1.0, help="evidence fraction the crops must cover")
+    cur.add_argument("--keep-unsolvable", action="store_true", help="keep samples no view answered")
+    cur.add_argument("--direct-ratio", type=float, help="at most this many direct per crop trajectory")
+    _model_options(cur)
+    cur.set_defaults(func=cmd_curate)
 
     synth = sub.add_parser("synth", help="export a split of the synthetic benchmark (JSONL + images)")
     synth.add_argument("--split", choices=["train", "val", "test"], default="test")

@@ -12,7 +12,7 @@ from .geometry import (
     low_res_size,
     low_res_view,
 )
-from .mapping import CropSelection, boxes_to_crops, iou_crops
+from .mapping import CropSelection, boxes_to_crops, coverage, iou_crops
 from .tokens import MAX_ASPECT_RATIO, VisionGrid, retained_token_ratio
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "CropSelection",
     "VisionGrid",
     "boxes_to_crops",
+    "coverage",
     "crop_box",
     "extract_crops",
     "iou_crops",

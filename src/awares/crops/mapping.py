@@ -74,6 +74,24 @@ def boxes_to_crops(
     return best[1]
 
 
+def coverage(
+    boxes: Sequence[Box | tuple[int, int, int, int]],
+    crop_ids: Sequence[str],
+    width: int,
+    height: int,
+    min_side: int = DEFAULT_MIN_CROP_SIDE,
+) -> float:
+    """The fraction of the union of ``boxes`` (clipped to the image) that the crops ``crop_ids`` cover."""
+    evidence_boxes = [(b if isinstance(b, Box) else Box(*b)).clip(width, height) for b in boxes]
+    if not evidence_boxes:
+        raise ValueError("at least one evidence box is needed")
+    crops = [crop_box(cid, width, height, min_side=min_side) for cid in crop_ids]
+    if not crops:
+        return 0.0
+    area, evidence, membership = _cells(evidence_boxes, crops)
+    return float(area[membership.any(axis=0) & evidence].sum() / area[evidence].sum())
+
+
 def iou_crops(
     box: Box, width: int, height: int, threshold: float = 0.5, min_side: int = DEFAULT_MIN_CROP_SIDE
 ) -> tuple[str, ...]:

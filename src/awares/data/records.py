@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from ..crops import Box
 from ..errors import InputError
+from ..jsonl import open_append
 
 DATA_FILE = "data.jsonl"
 
@@ -118,7 +119,7 @@ def write_dataset(samples: Iterable[Any], out_dir: str | Path, total: int | None
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     data_file = out_dir / DATA_FILE
     done = {r.id for r in read_jsonl(data_file)[0]} if data_file.is_file() else set()
-    with data_file.open("a", encoding="utf-8") as out:
+    with open_append(data_file) as out:
         for sample in tqdm(samples, total=total, desc=f"writing {out_dir.name}", unit="img"):
             if sample.id in done:
                 continue

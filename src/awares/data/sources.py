@@ -6,14 +6,14 @@ from pathlib import Path
 
 from ..errors import InputError
 from .records import Record, RowError, read_jsonl, write_dataset
-from .synthetic import SPLIT_OFFSETS, generate
+from .synthetic import SPLIT_OFFSETS, VERSION, generate
 
 DEFAULT_SIZES = {"train": 4000, "val": 200, "test": 400}
 
 
 def synthetic_dir(split: str, n: int, root: Path, detail_fraction: float = 0.4) -> Path:
     """Generate (or finish generating) the first ``n`` samples of ``split`` under ``root``."""
-    out = root / f"{split}-{n}-d{detail_fraction:g}"
+    out = root / f"{split}-{n}-d{detail_fraction:g}-v{VERSION}"
     return write_dataset(generate(split, n, detail_fraction), out, total=n)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from collections import Counter
@@ -15,6 +14,7 @@ from ..crops import boxes_to_crops
 from ..data import Record
 from ..errors import AwaresError
 from ..images import load_image
+from ..jsonl import append, done_ids, open_append, rows
 from ..runtime import Engine, Request, Result
 from .metrics import anls, exact_match
 
@@ -27,25 +27,12 @@ def oracle_crops(record: Record, size: tuple[int, int]) -> tuple[str, ...]:
     return boxes_to_crops(record.evidence_boxes(), *size).crop_ids
 
 
-def _done_ids(path: Path) -> set[str]:
-    if not path.is_file():
-        return set()
-    done = set()
-    for line in path.read_text().splitlines():
-        try:
-            done.add(json.loads(line)["id"])
-        except (json.JSONDecodeError, KeyError):
-            continue  # a line cut by an interruption is redone
-    return done
-
-
 def run_policy(engine: Engine, records: list[Record], policy: str, out_file: Path, batch_size: int = 8) -> None:
     """Append one result line per record to ``out_file``, skipping records already there."""
-    done = _done_ids(out_file)
+    done = done_ids(out_file)
     todo = [r for r in records if r.id not in done]
-    out_file.parent.mkdir(parents=True, exist_ok=True)
     with (
-        out_file.open("a") as out,
+        open_append(out_file) as out,
         tqdm(total=len(records), initial=len(records) - len(todo), desc=policy, unit="sample") as bar,
     ):
         for start in range(0, len(todo), batch_size):
@@ -63,8 +50,7 @@ def run_policy(engine: Engine, records: list[Record], policy: str, out_file: Pat
                     "latency": per_sample,
                     **result.to_dict(),
                 }
-                out.write(json.dumps(row) + "\n")
-            out.flush()
+                append(out, row)
             bar.update(len(batch))
 
 
@@ -87,8 +73,8 @@ def _answer(engine: Engine, batch: list[Record], policy: str, errors: Path) -> t
             results.append(engine.answer_batch([_request(record, policy)], policy)[0])
             kept.append(record)
         except (AwaresError, OSError) as err:
-            with errors.open("a") as log:
-                log.write(json.dumps({"id": record.id, "error": str(err)}) + "\n")
+            with open_append(errors) as log:
+                append(log, {"id": record.id, "error": str(err)})
     return kept, results
 
 
@@ -111,9 +97,8 @@ def _stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def summarize(out_file: Path, ids: set[str] | None = None) -> dict[str, Any]:
     """Overall and per-kind statistics of one policy's result file (restricted to ``ids`` if given)."""
-    rows = [json.loads(line) for line in out_file.read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if ids is None or r["id"] in ids]
-    summary = {"all": _stats(rows)}
-    for kind in sorted({r["kind"] for r in rows if r["kind"]}):
-        summary[kind] = _stats([r for r in rows if r["kind"] == kind])
+    results = [r for r in rows(out_file) if ids is None or r["id"] in ids]
+    summary = {"all": _stats(results)}
+    for kind in sorted({r["kind"] for r in results if r["kind"]}):
+        summary[kind] = _stats([r for r in results if r["kind"] == kind])
     return summary

@@ -1,0 +1,28 @@
+"""Automatic supervision: judge labels, oracle boxes, crop targets and multi-turn trajectories."""
+
+from .judge import Judge, JudgeError, LLMJudge, RuleJudge, label, parse_verdict
+from .oracle import GroundTruthOracle, OCROracle, Oracle, OracleError, VLMOracle, backend_asker, parse_box
+from .pipeline import CurateConfig, curate, finalize, shard_of
+from .trajectories import ImageStore, trajectory
+
+__all__ = [
+    "CurateConfig",
+    "GroundTruthOracle",
+    "ImageStore",
+    "Judge",
+    "JudgeError",
+    "LLMJudge",
+    "OCROracle",
+    "Oracle",
+    "OracleError",
+    "RuleJudge",
+    "VLMOracle",
+    "backend_asker",
+    "curate",
+    "finalize",
+    "label",
+    "parse_box",
+    "parse_verdict",
+    "shard_of",
+    "trajectory",
+]

@@ -107,6 +107,16 @@ def _records(args: argparse.Namespace) -> list:
     return records
 
 
+def cmd_train_sft(args: argparse.Namespace) -> None:
+    from .train.sft import SFTConfig, train_sft
+
+    config = SFTConfig.from_toml(args.config) if args.config else SFTConfig()
+    for key in ("data", "model", "output_dir"):
+        if getattr(args, key):
+            setattr(config, key, getattr(args, key))
+    print(train_sft(config))
+
+
 def cmd_eval(args: argparse.Namespace) -> None:
     from .evaluate import run_policy, summarize, write_report
 
@@ -253,6 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
     base.add_argument("config", nargs="?", help="TOML config (default: built-in defaults)")
     base.add_argument("--output-dir")
     base.set_defaults(func=cmd_train_base)
+    sft = stages.add_parser("sft", help="cold-start SFT on curated trajectories (tool-call turn weighted)")
+    sft.add_argument("config", nargs="?", help="TOML config (default: built-in defaults)")
+    sft.add_argument("--data", help="trajectories.jsonl from `awares curate`")
+    sft.add_argument("--model", help="checkpoint to start from (default: the embedded base model)")
+    sft.add_argument("--output-dir")
+    sft.set_defaults(func=cmd_train_sft)
 
     tiny = sub.add_parser("build-tiny", help="build a random-init tiny Qwen2.5-VL with its processor, offline")
     tiny.add_argument("output")

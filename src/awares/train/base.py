@@ -6,17 +6,15 @@ synthetic benchmark it reads tag codes at full resolution and cannot at half res
 
 from __future__ import annotations
 
-import json
 import random
 import time
-import tomllib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import Dataset
-from transformers import AutoModelForImageTextToText, Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers import AutoModelForImageTextToText, Trainer, TrainerCallback, set_seed
 
 from ..crops import Box, boxes_to_crops, extract_crops, low_res_view
 from ..data import Record, read_jsonl
@@ -27,16 +25,17 @@ from ..models import TinyConfig, build_tiny, load_processor
 from ..models.processor import save_processor
 from ..protocol import Message, turn1_messages
 from .collate import ChatCollator
+from .common import TomlConfig, last_checkpoint, training_arguments, write_train_log
 
 
 @dataclass
-class BaseTrainConfig:
+class BaseTrainConfig(TomlConfig):
     """Everything the base-model run needs; loadable from a TOML file. Defaults: `configs/base.toml`."""
 
     output_dir: str = "runs/base"
     train_samples: int = 6000
     detail_fraction: float = 0.5
-    max_steps: int = 2000
+    max_steps: int = 2400
     batch_size: int = 8
     learning_rate: float = 1e-3
     warmup_steps: int = 50
@@ -52,26 +51,16 @@ class BaseTrainConfig:
     # own 28-px cells (one token). Until `curriculum`: zooms widen to `zoom_max_cells` cells of margin
     # and fall from `view_zoom_start` to `view_zoom` of the views. Until `task_warmup`: detail questions
     # only. A from-scratch model learns to read a one-token tag alone long before it can find it among
-    # hundreds of tokens; with every question type from the start it settles on per-question answer
-    # priors and ignores the image.
+    # hundreds of tokens. Global questions keep the base view mix (no crop) throughout.
     read_warmup: float = 0.2
     curriculum: float = 0.45
     view_zoom_start: float = 0.8
     zoom_max_cells: int = 10
-    task_warmup: float = 0.45
+    task_warmup: float = 0.0
     logging_steps: int = 25
     save_steps: int = 500
     threads: int = 0  # torch threads; 0 keeps torch's default
     model: dict[str, Any] = field(default_factory=dict)  # TinyConfig overrides
-
-    @classmethod
-    def from_toml(cls, path: str | Path) -> BaseTrainConfig:
-        data = tomllib.loads(Path(path).read_text())
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown keys in {path}: {', '.join(sorted(unknown))}")
-        return cls(**data)
 
 
 def zoom_box(boxes: list[Box], width: int, height: int, margin_cells: int, cell: int = 28) -> Box:
@@ -117,6 +106,9 @@ class ViewDataset(Dataset):
     def view(self, record: Record) -> Any:
         image = load_image(record.image)
         weights, max_cells = self.weights()
+        if record.kind != "detail":  # shapes: the base view mix, without full images while they are slow
+            c = self.config
+            weights = [c.view_full if self.progress >= c.curriculum else 0.0, c.view_low, 0.0, c.view_zoom]
         choice = self.rng.choices(["full", "low", "crop", "zoom"], weights=weights)[0]
         if choice == "low" and record.kind != "detail":  # no unanswerable examples: they only teach guessing
             return low_res_view(image)
@@ -161,23 +153,7 @@ def train_base(config: BaseTrainConfig) -> Path:
     records, errors = read_jsonl(synthetic_dir("train", config.train_samples, out / "data", config.detail_fraction))
     if errors:
         raise ValueError(f"{len(errors)} bad rows in the generated training data: {errors[:3]}")
-    args = TrainingArguments(
-        output_dir=str(out / "checkpoints"),
-        max_steps=config.max_steps,
-        per_device_train_batch_size=config.batch_size,
-        learning_rate=config.learning_rate,
-        lr_scheduler_type="cosine",
-        warmup_steps=config.warmup_steps,
-        weight_decay=config.weight_decay,
-        logging_steps=config.logging_steps,
-        save_steps=config.save_steps,
-        save_total_limit=2,
-        remove_unused_columns=False,
-        dataloader_num_workers=0,
-        report_to="none",
-        seed=config.seed,
-        use_cpu=not torch.cuda.is_available(),
-    )
+    args = training_arguments(out, config, max_steps=config.max_steps, warmup_steps=config.warmup_steps)
     dataset = ViewDataset(records, config)
     trainer = Trainer(
         model=model,
@@ -186,8 +162,7 @@ def train_base(config: BaseTrainConfig) -> Path:
         data_collator=ChatCollator(processor),
         callbacks=[CurriculumCallback(dataset)],
     )
-    checkpoints = sorted((out / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    resumed_from = checkpoints[-1] if checkpoints else None
+    resumed_from = last_checkpoint(out)
     # The first batch is drawn before any step begins: place the curriculum where training starts.
     dataset.progress = int(resumed_from.name.split("-")[1]) / config.max_steps if resumed_from else 0.0
     started = time.perf_counter()
@@ -195,11 +170,5 @@ def train_base(config: BaseTrainConfig) -> Path:
     final = out / "final"
     trainer.save_model(str(final))
     save_processor(processor, final)
-    log = {
-        "config": asdict(config),
-        "resumed_from": resumed_from.name if resumed_from else None,
-        "seconds": time.perf_counter() - started,
-        "log_history": trainer.state.log_history,
-    }
-    (final / "train_log.json").write_text(json.dumps(log, indent=2))
+    write_train_log(final, config, trainer, time.perf_counter() - started, resumed_from)
     return final

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from ..protocol import Message, images_of
+from ..protocol import CALL_PREFIX, Message, images_of
 
 IGNORE_INDEX = -100
 
@@ -31,11 +31,13 @@ class ChatCollator:
     """Batch conversations for training with a Qwen2-VL-style processor.
 
     Labels are the input ids on assistant content and its closing end-of-turn token, ``-100``
-    elsewhere (system, user, images, padding).
+    elsewhere (system, user, images, padding). With ``call_weight`` the batch also holds
+    ``loss_weights``: ``call_weight`` on the tokens of assistant turns that are tool calls, 1 on other
+    assistant tokens, 0 elsewhere.
     """
 
-    def __init__(self, processor: Any):
-        self.processor = processor
+    def __init__(self, processor: Any, call_weight: float | None = None):
+        self.processor, self.call_weight = processor, call_weight
         tok = processor.tokenizer
         self.start = tok.encode("<|im_start|>assistant\n", add_special_tokens=False)
         self.end_id = tok.convert_tokens_to_ids("<|im_end|>")
@@ -45,8 +47,13 @@ class ChatCollator:
         images = [im for c in conversations for im in images_of(c)]
         batch = self.processor(text=texts, images=images or None, padding=True, return_tensors="pt")
         labels = torch.full_like(batch["input_ids"], IGNORE_INDEX)
+        weights = torch.zeros(labels.shape, dtype=torch.float32)
         for row, ids in enumerate(batch["input_ids"].tolist()):
             for begin, end in assistant_spans(ids, self.start, self.end_id):
                 labels[row, begin:end] = batch["input_ids"][row, begin:end]
+                is_call = self.processor.tokenizer.decode(ids[begin:end]).lstrip().startswith(CALL_PREFIX)
+                weights[row, begin:end] = self.call_weight if is_call and self.call_weight else 1.0
         batch["labels"] = labels
+        if self.call_weight is not None:
+            batch["loss_weights"] = weights
         return dict(batch)

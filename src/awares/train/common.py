@@ -1,0 +1,63 @@
+"""What every trainer here shares: TOML configs, Trainer arguments, resume and the training log."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import TrainingArguments
+
+
+class TomlConfig:
+    """Mixin for config dataclasses: ``from_toml`` (unknown keys are errors, not silently ignored)."""
+
+    @classmethod
+    def from_toml(cls, path: str | Path):
+        data = tomllib.loads(Path(path).read_text())
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown keys in {path}: {', '.join(sorted(unknown))}")
+        return cls(**data)
+
+
+def training_arguments(out: Path, config: Any, **overrides: Any) -> TrainingArguments:
+    """Trainer arguments from a config with batch_size, learning_rate, weight_decay, logging_steps,
+    save_steps and seed: cosine schedule, checkpoints under ``out/checkpoints`` (the last two kept)."""
+    return TrainingArguments(
+        output_dir=str(out / "checkpoints"),
+        per_device_train_batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type="cosine",
+        weight_decay=config.weight_decay,
+        logging_steps=config.logging_steps,
+        save_steps=config.save_steps,
+        save_total_limit=2,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        report_to="none",
+        seed=config.seed,
+        use_cpu=not torch.cuda.is_available(),
+        **overrides,
+    )
+
+
+def last_checkpoint(out: Path) -> Path | None:
+    """The newest ``checkpoint-N`` under ``out/checkpoints``: where a re-run resumes."""
+    checkpoints = sorted((out / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    return checkpoints[-1] if checkpoints else None
+
+
+def write_train_log(final: Path, config: Any, trainer: Any, seconds: float, resumed_from: Path | None, **extra: Any):
+    """``final/train_log.json``: config, wall time, the checkpoint resumed from and the loss history."""
+    log = {
+        "config": asdict(config),
+        "resumed_from": resumed_from.name if resumed_from else None,
+        "seconds": seconds,
+        **extra,
+        "log_history": trainer.state.log_history,
+    }
+    (final / "train_log.json").write_text(json.dumps(log, indent=2))

@@ -1,0 +1,159 @@
+"""Cold-start SFT on curated multi-turn trajectories: loss on assistant turns, tool calls weighted.
+
+Why transformers' ``Trainer`` and not TRL's ``SFTTrainer``: the AwaRes recipe weights the tool-call
+turn's tokens 5x (w_t = 5), and ``SFTTrainer`` has only an on/off assistant mask, no per-token
+weights. The collator builds labels and weights; ``WeightedLossTrainer`` applies them.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+from transformers import AutoModelForImageTextToText, Trainer, set_seed
+
+from ..errors import InputError
+from ..images import load_image
+from ..jsonl import rows
+from ..models import load_processor
+from ..models.default import default_model_dir
+from ..models.processor import save_processor
+from ..protocol import Message
+from .collate import IGNORE_INDEX, ChatCollator
+from .common import TomlConfig, last_checkpoint, training_arguments, write_train_log
+
+
+@dataclass
+class SFTConfig(TomlConfig):
+    """The SFT run; loadable from TOML (`configs/sft.toml`). Paper defaults where they fit a tiny model."""
+
+    data: str = "runs/curate/trajectories.jsonl"
+    model: str = ""  # checkpoint to start from; empty: the embedded base model
+    output_dir: str = "runs/sft"
+    epochs: float = 2.0
+    max_steps: int = -1  # > 0 overrides epochs
+    batch_size: int = 8
+    learning_rate: float = 1e-4
+    warmup_ratio: float = 0.05
+    weight_decay: float = 0.001
+    call_weight: float = 5.0  # loss weight of the tool-call turn's tokens
+    freeze_vision: bool = False
+    lora: bool = False  # PEFT LoRA on the language model's attention; merged into the saved model
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    seed: int = 0
+    logging_steps: int = 10
+    save_steps: int = 200
+
+
+class TrajectoryDataset(Dataset):
+    """Curated trajectories (``awares curate`` output) as conversations with their images loaded.
+
+    Rows without messages, or naming images that are missing, are reported in ``errors`` and skipped.
+    """
+
+    def __init__(self, path: str | Path):
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"trajectory file {path} does not exist")
+        self.root, self.rows, self.errors = path.parent, [], []
+        for row in rows(path):
+            images = [p.get("image") for m in row.get("messages") or [] for p in _parts(m) if p.get("type") == "image"]
+            missing = [p for p in images if p is None or not (self.root / p).is_file()]
+            if not row.get("messages") or missing:
+                self.errors.append(f"{row.get('id')}: {'missing images ' + str(missing) if missing else 'no messages'}")
+                continue
+            self.rows.append(row)
+        if not self.rows:
+            raise InputError(f"no usable trajectories in {path}")
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> list[Message]:
+        def load(part: dict[str, Any]) -> dict[str, Any]:
+            if part.get("type") != "image":
+                return part
+            return {"type": "image", "image": load_image(self.root / part["image"])}
+
+        return [{"role": m["role"], "content": [load(p) for p in _parts(m)]} for m in self.rows[index]["messages"]]
+
+
+def _parts(message: dict[str, Any]) -> list[dict[str, Any]]:
+    content = message.get("content")
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    return [{k: v for k, v in p.items() if v is not None} for p in content or []]
+
+
+class WeightedLossTrainer(Trainer):
+    """Next-token cross-entropy averaged with the collator's per-token ``loss_weights``."""
+
+    def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, **kwargs: Any):
+        weights, labels = inputs.pop("loss_weights"), inputs.pop("labels")
+        outputs = model(**inputs)
+        logits = outputs.logits[:, :-1].float()
+        targets, weights = labels[:, 1:], weights[:, 1:].to(logits.device)
+        token_loss = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none")
+        loss = (token_loss * weights).sum() / weights.sum().clamp(min=1e-8)
+        return (loss, outputs) if return_outputs else loss
+
+
+def _prepare(model: Any, config: SFTConfig) -> Any:
+    if config.freeze_vision:
+        for parameter in model.model.visual.parameters():
+            parameter.requires_grad_(False)
+    if not config.lora:
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    targets = "|".join(config.lora_targets)
+    lora = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=rf".*language_model.*\.({targets})",  # the LLM only, not the vision tower
+    )
+    return get_peft_model(model, lora)
+
+
+def train_sft(config: SFTConfig) -> Path:
+    """Fine-tune on the trajectories; save a plain (LoRA-merged) checkpoint to ``output_dir/final``."""
+    set_seed(config.seed)
+    source = Path(config.model) if config.model else default_model_dir()
+    dataset = TrajectoryDataset(config.data)
+    for error in dataset.errors:
+        print(f"awares: skipping trajectory {error}")
+    processor = load_processor(source)
+    model = _prepare(AutoModelForImageTextToText.from_pretrained(source, dtype=torch.float32), config)
+    out = Path(config.output_dir)
+    args = training_arguments(
+        out,
+        config,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        warmup_steps=config.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
+    )
+    trainer = WeightedLossTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=ChatCollator(processor, call_weight=config.call_weight),
+    )
+    resumed_from = last_checkpoint(out)
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=str(resumed_from) if resumed_from else None)
+    final = out / "final"
+    trained = trainer.model.merge_and_unload() if config.lora else trainer.model
+    trained.save_pretrained(final)
+    save_processor(processor, final)
+    seconds = time.perf_counter() - started
+    write_train_log(final, config, trainer, seconds, resumed_from, source=str(source), trajectories=len(dataset))
+    return final

@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .crops import CROP_IDS
 from .errors import AwaresError, InputError
@@ -107,14 +108,25 @@ def _records(args: argparse.Namespace) -> list:
     return records
 
 
-def cmd_train_sft(args: argparse.Namespace) -> None:
-    from .train.sft import SFTConfig, train_sft
-
-    config = SFTConfig.from_toml(args.config) if args.config else SFTConfig()
+def _stage_config(cls: Any, args: argparse.Namespace) -> Any:
+    """A training config from ``args.config`` (TOML) with --data, --model and --output-dir on top."""
+    config = cls.from_toml(args.config) if args.config else cls()
     for key in ("data", "model", "output_dir"):
         if getattr(args, key):
             setattr(config, key, getattr(args, key))
-    print(train_sft(config))
+    return config
+
+
+def cmd_train_sft(args: argparse.Namespace) -> None:
+    from .train.sft import SFTConfig, train_sft
+
+    print(train_sft(_stage_config(SFTConfig, args)))
+
+
+def cmd_train_grpo(args: argparse.Namespace) -> None:
+    from .train.grpo import GRPOConfig, train_grpo
+
+    print(train_grpo(_stage_config(GRPOConfig, args)))
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -263,12 +275,16 @@ def build_parser() -> argparse.ArgumentParser:
     base.add_argument("config", nargs="?", help="TOML config (default: built-in defaults)")
     base.add_argument("--output-dir")
     base.set_defaults(func=cmd_train_base)
-    sft = stages.add_parser("sft", help="cold-start SFT on curated trajectories (tool-call turn weighted)")
-    sft.add_argument("config", nargs="?", help="TOML config (default: built-in defaults)")
-    sft.add_argument("--data", help="trajectories.jsonl from `awares curate`")
-    sft.add_argument("--model", help="checkpoint to start from (default: the embedded base model)")
-    sft.add_argument("--output-dir")
-    sft.set_defaults(func=cmd_train_sft)
+    for name, func, text in [
+        ("sft", cmd_train_sft, "cold-start SFT on curated trajectories (tool-call turn weighted)"),
+        ("grpo", cmd_train_grpo, "multi-turn GRPO: correctness minus crop cost, from the SFT policy"),
+    ]:
+        stage = stages.add_parser(name, help=text)
+        stage.add_argument("config", nargs="?", help="TOML config (default: built-in defaults)")
+        stage.add_argument("--data", help="trajectories.jsonl from `awares curate`")
+        stage.add_argument("--model", help="checkpoint to start from")
+        stage.add_argument("--output-dir")
+        stage.set_defaults(func=func)
 
     tiny = sub.add_parser("build-tiny", help="build a random-init tiny Qwen2.5-VL with its processor, offline")
     tiny.add_argument("output")

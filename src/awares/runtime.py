@@ -40,6 +40,9 @@ class RuntimeConfig:
     on_malformed: Literal["all", "answer"] = "all"
     system_prompt: str = SYSTEM_PROMPT
     batch_size: int = 8
+    # Generation keyword arguments for both turns, e.g. {"do_sample": True, "temperature": 1.0} for
+    # RL rollouts; empty means greedy decoding.
+    sampling: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -133,7 +136,7 @@ class Engine:
 
     def _timed(self, call: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
         start = time.perf_counter()
-        out = call(*args, max_new_tokens=self.config.max_new_tokens, **kwargs)
+        out = call(*args, max_new_tokens=self.config.max_new_tokens, **self.config.sampling, **kwargs)
         return out, time.perf_counter() - start
 
     def _single_pass(

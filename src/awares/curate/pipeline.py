@@ -114,6 +114,8 @@ def _curate_one(
     row: dict[str, Any] = {
         "id": record.id,
         "kind": record.kind,
+        "image": record.image,
+        "question": record.question,
         "answers": record.answers,
         "low_answer": low,
         "full_answer": full,
@@ -154,7 +156,7 @@ def finalize(out: Path, config: CurateConfig) -> dict[str, Any]:
     failed = {i: e for i, e in failed.items() if i not in results}  # retried and done since
     ordered = [results[i] for i in sorted(results)]
     kept = _kept(ordered, config)
-    fields = ("id", "label", "messages", "images", "crops")
+    fields = ("id", "label", "messages", "images", "crops", "image", "question", "answers")
     _write_atomic(out / "trajectories.jsonl", "".join(json.dumps({k: r.get(k) for k in fields}) + "\n" for r in kept))
     summary = summarize(ordered, kept, list(failed.values()))
     _write_atomic(out / "summary.json", json.dumps(summary, indent=2))

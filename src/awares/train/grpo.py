@@ -1,0 +1,277 @@
+"""Multi-turn GRPO on the real protocol: correctness minus crop cost, loss on policy tokens only.
+
+Why a compact loop on accelerate and not TRL's ``GRPOTrainer``: a rollout here is two model turns
+around an environment step that inserts *images* (the crops) into the conversation, reusing the
+turn-1 KV cache. TRL's trainer samples one completion per prompt; its tool-calling path returns text
+from tools, not images placed in a user turn of a Qwen2.5-VL conversation. So the rollouts come from
+the runtime ``Engine`` itself (sampling, the same parser and crop execution as at inference), and
+the loss re-scores each finished conversation with ``ChatCollator``'s assistant mask: the tokens
+the policy generated (call and answer) are actions; system, user, crop images and padding are not.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from PIL import Image
+from transformers import AutoModelForImageTextToText, set_seed
+
+from ..crops import crop_box, low_res_view
+from ..errors import InputError
+from ..images import load_image
+from ..jsonl import append, open_append, rows
+from ..models import HFBackend, load_processor
+from ..models.processor import save_processor
+from ..protocol import Message, turn1_messages
+from ..runtime import Engine, Request, Result, RuntimeConfig
+from .collate import IGNORE_INDEX, ChatCollator
+from .common import TomlConfig
+from .rewards import CorrectnessReward, CropCostReward, FormatReward
+
+
+@dataclass
+class GRPOConfig(TomlConfig):
+    """The GRPO run; loadable from TOML (`configs/grpo.toml`). Paper values where they fit."""
+
+    data: str = "runs/curate/trajectories.jsonl"  # prompts: image, question, answers, label
+    model: str = "runs/sft/final"  # policy init and frozen reference
+    output_dir: str = "runs/grpo"
+    max_steps: int = 60
+    prompts_per_step: int = 4
+    group_size: int = 8  # G rollouts per prompt
+    temperature: float = 1.0
+    max_new_tokens: int = 16
+    learning_rate: float = 2e-5
+    beta: float = 0.05  # KL to the reference
+    clip_epsilon: float = 0.2
+    num_iterations: int = 1  # policy updates per batch of rollouts
+    micro_batch_size: int = 16
+    max_grad_norm: float = 1.0
+    miss_penalty: float = 2.0
+    call_cost: float = 0.25
+    area_cost: float = 0.01
+    cost_mode: str = "area"
+    format_bonus: float = 0.0
+    balance_labels: bool = True  # each step draws as many `crop` as `direct` prompts (anti-collapse)
+    seed: int = 0
+    save_steps: int = 20
+
+
+@dataclass
+class Rollout:
+    """One sampled trajectory and what the rewards need to know about it."""
+
+    messages: list[Message]
+    result: Result
+    crop_area: float
+
+
+class PromptSet:
+    """Curated trajectories used as prompts; ``sample`` draws a step's prompts deterministically."""
+
+    def __init__(self, path: str | Path):
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"prompt file {path} does not exist")
+        self.rows = [r for r in rows(path) if r.get("image") and r.get("question") and r.get("answers")]
+        if not self.rows:
+            raise InputError(f"no usable prompts (image, question, answers) in {path}")
+        self.root = path.parent
+
+    def sample(self, n: int, seed: int, balance: bool) -> list[dict[str, Any]]:
+        rng = random.Random(seed)
+        pools = [[r for r in self.rows if r.get("label") == tag] for tag in ("crop", "direct")]
+        if not balance or not all(pools):
+            return rng.sample(self.rows, min(n, len(self.rows)))
+        return [rng.choice(pools[i % 2]) for i in range(n)]
+
+    def image(self, row: dict[str, Any]) -> Image.Image:
+        path = Path(row["image"])
+        return load_image(path if path.is_absolute() else self.root / path)
+
+
+def conversation(low: Image.Image, question: str, result: Result, crops: list[Image.Image], system: str):
+    """The rollout as chat messages: turn 1, and the call, crops and answer when the tool was used."""
+    messages = turn1_messages(low, question, system)
+    turns = [{"role": "assistant", "content": [{"type": "text", "text": t.strip()}]} for t in result.turns]
+    messages.append(turns[0])
+    if len(turns) > 1:
+        messages.append({"role": "user", "content": [{"type": "image", "image": c} for c in crops]})
+        messages.append(turns[1])
+    return messages
+
+
+def rollout(engine: Engine, prompts: list[tuple[Image.Image, str]], group_size: int) -> list[Rollout]:
+    """``group_size`` sampled protocol runs per prompt (consecutive), with their conversations."""
+    requests = [Request(image, question) for image, question in prompts for _ in range(group_size)]
+    results = engine.answer_batch(requests, "crops")
+    out = []
+    for request, result in zip(requests, results):
+        image = request.image
+        width, height = image.size
+        boxes = [crop_box(c, width, height, engine.config.min_crop_side) for c in result.crops]
+        crops = [image.crop(b.as_tuple()) for b in boxes] if len(result.turns) > 1 else []
+        low = low_res_view(image, engine.config.low_res_scale)
+        messages = conversation(low, request.question, result, crops, engine.config.system_prompt)
+        out.append(Rollout(messages, result, sum(b.area for b in boxes) / (width * height)))
+    return out
+
+
+def group_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-4) -> torch.Tensor:
+    """(R - group mean) / (group std + eps) for consecutive groups of ``group_size``."""
+    groups = rewards.view(-1, group_size)
+    return ((groups - groups.mean(dim=1, keepdim=True)) / (groups.std(dim=1, keepdim=True) + eps)).view(-1)
+
+
+def token_logprobs(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probabilities of each next token and the action mask (policy-generated tokens)."""
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    logits = model(**inputs).logits[:, :-1].float()
+    labels = batch["labels"][:, 1:]
+    mask = labels != IGNORE_INDEX
+    logprobs = torch.log_softmax(logits, dim=-1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return logprobs, mask.float()
+
+
+def policy_loss(
+    new: torch.Tensor,
+    old: torch.Tensor,
+    ref: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip_epsilon: float,
+    beta: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """PPO-clipped GRPO objective plus ``beta`` x KL (k3 estimator) to the reference, averaged over
+    each trajectory's action tokens, then over trajectories. Returns (loss, mean KL)."""
+    ratio = torch.exp(new - old)
+    adv = advantages.unsqueeze(1)
+    surrogate = torch.min(ratio * adv, torch.clamp(ratio, 1 - clip_epsilon, 1 + clip_epsilon) * adv)
+    kl = torch.exp(ref - new) - (ref - new) - 1
+    lengths = mask.sum(dim=1).clamp(min=1)
+    loss = (((-surrogate + beta * kl) * mask).sum(dim=1) / lengths).mean()
+    return loss, ((kl * mask).sum(dim=1) / lengths).mean().detach()
+
+
+def score(rollouts: list[Rollout], prompts: list[dict[str, Any]], group_size: int, config: GRPOConfig):
+    """Per-function rewards and their sum for each rollout."""
+    expand = [p for p in prompts for _ in range(group_size)]
+    columns = {
+        "answers": [p["answers"] for p in expand],
+        "question": [p["question"] for p in expand],
+        "label": [p.get("label", "direct") for p in expand],
+        "crops": [r.result.crops if len(r.result.turns) > 1 else () for r in rollouts],
+        "crop_area": [r.crop_area for r in rollouts],
+        "extra_tokens": [r.result.tokens.crops / r.result.tokens.full for r in rollouts],
+        "parse_status": [r.result.parse_status for r in rollouts],
+    }
+    functions = {
+        "correct": CorrectnessReward(),
+        "cost": CropCostReward(config.miss_penalty, config.call_cost, config.area_cost, config.cost_mode),
+        "format": FormatReward(config.format_bonus),
+    }
+    completions = [r.result.answer for r in rollouts]
+    parts = {name: torch.tensor(f(completions, **columns)) for name, f in functions.items()}
+    return parts, sum(parts.values())
+
+
+def _resume(out: Path, accelerator: Accelerator) -> int:
+    states = sorted((out / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+    if not states:
+        return 0
+    accelerator.load_state(str(states[-1]))
+    return int(states[-1].name.split("-")[1])
+
+
+def train_grpo(config: GRPOConfig) -> Path:
+    """Train the policy; log one JSON line per step to ``output_dir/log.jsonl``; save ``final``."""
+    set_seed(config.seed)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    prompts = PromptSet(config.data)
+    processor = load_processor(config.model)
+    policy = AutoModelForImageTextToText.from_pretrained(config.model, dtype=torch.float32)
+    reference = AutoModelForImageTextToText.from_pretrained(config.model, dtype=torch.float32).eval()
+    reference.requires_grad_(False)
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=config.learning_rate, weight_decay=0.0)
+    policy, optimizer = accelerator.prepare(policy, optimizer)
+    reference.to(accelerator.device)
+    sampling = {"do_sample": True, "temperature": config.temperature, "top_k": 0, "top_p": 1.0}
+    runtime = RuntimeConfig(max_new_tokens=config.max_new_tokens, batch_size=64, sampling=sampling)
+    engine = Engine(HFBackend(accelerator.unwrap_model(policy), processor), runtime)
+    collator = ChatCollator(processor)
+    out = Path(config.output_dir)
+    start = _resume(out, accelerator)
+    log_file = out / "log.jsonl"
+    kept = [r for r in rows(log_file) if r.get("step", 0) <= start]  # steps after the last save are redone
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    log_file.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    began = time.perf_counter()
+    with open_append(log_file) as log:
+        for step in range(start + 1, config.max_steps + 1):
+            t0 = time.perf_counter()
+            batch_prompts = prompts.sample(config.prompts_per_step, config.seed * 100_003 + step, config.balance_labels)
+            policy.eval()
+            pairs = [(prompts.image(p), p["question"]) for p in batch_prompts]
+            rollouts = rollout(engine, pairs, config.group_size)
+            parts, rewards = score(rollouts, batch_prompts, config.group_size, config)
+            advantages = group_advantages(rewards, config.group_size).to(accelerator.device)
+            loss_value, kl_value = _update(
+                policy, reference, optimizer, accelerator, collator, rollouts, advantages, config
+            )
+            results = [r.result for r in rollouts]
+            row = {
+                "step": step,
+                "reward": rewards.mean().item(),
+                **{f"reward_{k}": v.mean().item() for k, v in parts.items()},
+                "accuracy": parts["correct"].mean().item(),
+                "call_rate": sum(len(r.turns) > 1 for r in results) / len(results),
+                "rtr": sum(r.rtr for r in results) / len(results),
+                "kl": kl_value,
+                "loss": loss_value,
+                "seconds": time.perf_counter() - t0,
+            }
+            append(log, row)
+            print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
+            if step % config.save_steps == 0 or step == config.max_steps:
+                accelerator.save_state(str(out / "checkpoints" / f"step-{step}"))
+    final = out / "final"
+    accelerator.unwrap_model(policy).save_pretrained(final)
+    save_processor(processor, final)
+    summary = {"config": asdict(config), "resumed_from_step": start, "seconds": time.perf_counter() - began}
+    (final / "train_log.json").write_text(json.dumps(summary | {"log": list(rows(log_file))}, indent=2))
+    return final
+
+
+def _update(policy, reference, optimizer, accelerator, collator, rollouts, advantages, config) -> tuple[float, float]:
+    """``num_iterations`` clipped policy-gradient steps on one batch of rollouts (micro-batched)."""
+    chunks = [
+        range(i, min(i + config.micro_batch_size, len(rollouts)))
+        for i in range(0, len(rollouts), config.micro_batch_size)
+    ]
+    batches = [
+        {k: v.to(accelerator.device) for k, v in collator([rollouts[i].messages for i in c]).items()} for c in chunks
+    ]
+    with torch.no_grad():
+        old = [token_logprobs(policy, b)[0] for b in batches]
+        ref = [token_logprobs(reference, b)[0] for b in batches]
+    policy.train()
+    total_loss = total_kl = 0.0
+    for _ in range(config.num_iterations):
+        for chunk, batch, old_lp, ref_lp in zip(chunks, batches, old, ref):
+            new, mask = token_logprobs(policy, batch)
+            loss, kl = policy_loss(new, old_lp, ref_lp, advantages[list(chunk)], mask, config.clip_epsilon, config.beta)
+            weight = len(chunk) / len(rollouts)
+            accelerator.backward(loss * weight)
+            total_loss += loss.item() * weight / config.num_iterations
+            total_kl += kl.item() * weight / config.num_iterations
+        accelerator.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad()
+    return total_loss, total_kl

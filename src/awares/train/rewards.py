@@ -1,0 +1,70 @@
+"""GRPO rewards as plain callables ``(completions, **kwargs) -> list[float]`` (TRL's convention).
+
+``completions`` are the final answers of the rollouts. Keyword columns, one entry per completion:
+``answers`` (accepted answers), ``question``, ``label`` (``direct``/``crop`` from curation),
+``crops`` (crop ids requested, empty when the model answered directly), ``crop_area`` (fraction of
+the image area the crops cover, summed), ``extra_tokens`` (crop visual tokens over full-image
+tokens) and ``parse_status`` (``answer``, ``call`` or ``malformed``).
+The AwaRes reward is ``correctness + cost + format``, with the cost negative.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ..curate.judge import Judge, RuleJudge
+
+
+@dataclass
+class CorrectnessReward:
+    """1 when the judge accepts the final answer, else 0 (rule judge by default, any ``Judge`` works)."""
+
+    judge: Judge = field(default_factory=RuleJudge)
+
+    def __call__(self, completions: list[str], answers: list[list[str]], question: list[str], **_: Any) -> list[float]:
+        return [float(self.judge(q, c, a)) for c, a, q in zip(completions, answers, question)]
+
+
+@dataclass
+class CropCostReward:
+    """Minus the tool cost (the paper's C_tool).
+
+    A sample labelled ``crop`` answered without crops pays ``miss_penalty``; a call pays
+    ``call_cost`` plus, by ``mode``: ``area_cost`` x the requested fraction of the image area
+    (the paper: 0.25 + 0.01 x area), ``area_cost`` x the number of crops (``per-crop``), or
+    ``area_cost`` x the extra visual tokens over the full image's (``tokens``, i.e. added RTR).
+    """
+
+    miss_penalty: float = 2.0
+    call_cost: float = 0.25
+    area_cost: float = 0.01
+    mode: Literal["area", "per-crop", "tokens"] = "area"
+
+    def __call__(
+        self,
+        completions: list[str],
+        label: list[str],
+        crops: list[tuple[str, ...]],
+        crop_area: list[float],
+        extra_tokens: list[float],
+        **_: Any,
+    ) -> list[float]:
+        rewards = []
+        for tag, ids, area, tokens in zip(label, crops, crop_area, extra_tokens):
+            if not ids:
+                rewards.append(-self.miss_penalty if tag == "crop" else 0.0)
+                continue
+            size = {"area": area, "per-crop": float(len(ids)), "tokens": tokens}[self.mode]
+            rewards.append(-(self.call_cost + self.area_cost * size))
+        return rewards
+
+
+@dataclass
+class FormatReward:
+    """``bonus`` for a well-formed turn 1 (an answer or a parsable call), ``-bonus`` for a malformed call."""
+
+    bonus: float = 0.1
+
+    def __call__(self, completions: list[str], parse_status: list[str], **_: Any) -> list[float]:
+        return [-self.bonus if s == "malformed" else self.bonus for s in parse_status]

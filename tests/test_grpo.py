@@ -1,0 +1,116 @@
+import json
+
+import pytest
+import torch
+
+from awares.crops import extract_crops, low_res_view
+from awares.curate import ImageStore, trajectory
+from awares.data.synthetic import generate
+from awares.models import load_processor
+from awares.protocol import SYSTEM_PROMPT
+from awares.runtime import Result
+from awares.train.collate import ChatCollator
+from awares.train.grpo import GRPOConfig, conversation, group_advantages, policy_loss, train_grpo
+from awares.train.rewards import CorrectnessReward, CropCostReward, FormatReward
+
+
+def test_correctness_reward_uses_the_judge():
+    out = CorrectnessReward()(["Red.", "blue", "3"], answers=[["red"], ["red"], ["3"]], question=["q"] * 3)
+    assert out == [1.0, 0.0, 1.0]
+
+
+def test_crop_cost_follows_the_paper_and_its_variants():
+    kw = {
+        "label": ["crop", "direct", "crop", "direct"],
+        "crops": [(), (), ("0",), ("0", "4")],
+        "crop_area": [0.0, 0.0, 0.25, 0.5],
+        "extra_tokens": [0.0, 0.0, 0.25, 0.5],
+    }
+    assert CropCostReward()(["a"] * 4, **kw) == pytest.approx([-2.0, 0.0, -0.2525, -0.255])
+    assert CropCostReward(call_cost=0.1, area_cost=0.2, mode="per-crop")(["a"] * 4, **kw)[2:] == pytest.approx(
+        [-0.3, -0.5]
+    )
+    assert CropCostReward(call_cost=0.0, area_cost=1.0, mode="tokens")(["a"] * 4, **kw)[2:] == pytest.approx(
+        [-0.25, -0.5]
+    )
+    assert FormatReward(0.1)(["a"] * 3, parse_status=["answer", "call", "malformed"]) == [0.1, 0.1, -0.1]
+
+
+def test_group_advantages_are_normalised_within_each_group():
+    adv = group_advantages(torch.tensor([1.0, 0.0, 1.0, 0.0, 2.0, 2.0, 2.0, 2.0]), group_size=4)
+    assert adv[:4].mean().abs() < 1e-6 and adv[0] > 0 > adv[1]
+    assert torch.allclose(adv[:4].std(), torch.tensor(1.0), atol=1e-3)
+    assert torch.equal(adv[4:], torch.zeros(4))  # a group that agrees teaches nothing
+
+
+def test_policy_loss_clips_masks_and_penalises_kl():
+    old = torch.zeros(2, 3)
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    adv = torch.tensor([1.0, -1.0])
+    loss, kl = policy_loss(old.clone(), old, old, adv, mask, 0.2, 0.05)
+    assert loss.item() == pytest.approx(0.0) and kl.item() == 0.0  # -mean(A) = 0 at ratio 1
+    new = torch.tensor([[0.5, 0.5, 9.0], [0.0, -7.0, 3.0]], requires_grad=True)  # masked entries are junk
+    loss, kl = policy_loss(new, old, old, adv, mask, 0.2, 0.0)
+    loss.backward()
+    assert new.grad[0, :2].abs().sum() == 0  # ratio e^0.5 > 1.2 with A > 0: clipped, no gradient
+    assert new.grad[0, 2] == 0 and new.grad[1, 1:].abs().sum() == 0  # masked tokens never count
+    assert new.grad[1, 0] > 0  # A < 0 at ratio 1: push the token's probability down
+    _, kl = policy_loss(torch.zeros(2, 3), old, torch.ones(2, 3), adv, mask, 0.2, 0.05)
+    assert kl.item() == pytest.approx(torch.e - 2, rel=1e-5)  # k3 estimator at ref - new = 1
+
+
+def test_only_policy_tokens_are_actions_in_a_rollout(tiny_dir):
+    processor = load_processor(tiny_dir)
+    sample = next(generate("test", 1))
+    crops = extract_crops(sample.image, ["0", "5"])
+    result = Result(policy="crops", answer="red", turns=["GET_CROPS: ['0', '5']", "red"], crops=("0", "5"))
+    messages = conversation(low_res_view(sample.image), sample.question, result, crops, SYSTEM_PROMPT)
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user", "assistant"]
+    batch = ChatCollator(processor)([messages])
+    ids, labels = batch["input_ids"][0], batch["labels"][0]
+    acted = ids[labels != -100]
+    assert processor.tokenizer.decode(acted) == "GET_CROPS: ['0', '5']<|im_end|>red<|im_end|>"
+    pad = processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    assert (ids == pad).sum() > 0 and not (acted == pad).any()  # three images, none of them actions
+
+
+@pytest.fixture(scope="module")
+def prompts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("prompts")
+    store = ImageStore(root)
+    with (root / "trajectories.jsonl").open("w") as f:
+        for s in generate("train", 4, detail_fraction=0.5):
+            path = root / f"{s.id}.png"
+            s.image.save(path)
+            row = trajectory(store, low_res_view(s.image), s.question, s.answers[0])
+            meta = {"image": str(path), "question": s.question, "answers": s.answers}
+            f.write(json.dumps({"id": s.id, "label": "crop" if s.kind == "detail" else "direct", **row, **meta}) + "\n")
+    return root / "trajectories.jsonl"
+
+
+def test_two_grpo_steps_log_save_and_resume(tmp_path, tiny_dir, prompts):
+    config = GRPOConfig(
+        data=str(prompts),
+        model=str(tiny_dir),
+        output_dir=str(tmp_path / "grpo"),
+        max_steps=2,
+        prompts_per_step=2,
+        group_size=2,
+        max_new_tokens=6,
+        learning_rate=1e-3,
+        save_steps=1,
+    )
+    final = train_grpo(config)
+    log = [json.loads(line) for line in (tmp_path / "grpo" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2]
+    assert {"reward", "reward_correct", "reward_cost", "accuracy", "call_rate", "rtr", "kl", "loss"} <= set(log[0])
+    assert all(0 <= r["call_rate"] <= 1 and 0.2 < r["rtr"] <= 2.5 for r in log)
+    before = load_processor(tiny_dir)  # the processor travels with the policy
+    assert (final / "model.safetensors").is_file() and load_processor(
+        final
+    ).image_processor.merge_size == before.image_processor.merge_size
+    config.max_steps = 3
+    train_grpo(config)  # resumes after step 2
+    log = [json.loads(line) for line in (tmp_path / "grpo" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3]
+    assert json.loads((final / "train_log.json").read_text())["resumed_from_step"] == 2

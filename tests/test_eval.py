@@ -26,6 +26,11 @@ def test_eval_writes_results_table_and_plot_and_resumes(tmp_path, tiny_dir, caps
 
     assert main(args + ["--policy", "full"]) == 0  # resume: nothing is redone or duplicated
     assert len((out / "full.jsonl").read_text().splitlines()) == 6
+    capsys.readouterr()
+    assert main(args + ["--policy", "crops", "--name", "sft"]) == 0  # another model joins the table
+    table = capsys.readouterr().out
+    assert "| sft | 6 |" in table and "| full | 6 |" in table and table.index("| low |") < table.index("| sft |")
+    assert main(args + ["--name", "x"]) == 2  # a name for several policies is refused
 
 
 def test_eval_skips_bad_rows_and_unreadable_images(tmp_path, tiny_dir, capsys):

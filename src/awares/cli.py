@@ -136,15 +136,22 @@ def cmd_eval(args: argparse.Namespace) -> None:
     unknown = [p for p in policies if p not in POLICIES]
     if unknown or not policies:
         raise InputError(f"unknown policies {unknown}; choose from {', '.join(POLICIES)}")
+    if args.name and len(policies) != 1:
+        raise InputError("--name names the results of one policy; give a single --policy")
     records = _records(args)
     engine = _engine(args)
     engine.config.batch_size = args.batch_size
     out = Path(args.out)
     ids = {r.id for r in records}
     for policy in policies:
-        run_policy(engine, records, policy, out / f"{policy}.jsonl", batch_size=args.batch_size)
-    print(write_report({p: summarize(out / f"{p}.jsonl", ids) for p in policies}, out), end="")
-    print(f"results in {out}/ (summary.json, table.md, pareto.png, <policy>.jsonl)")
+        run_policy(engine, records, policy, out / f"{args.name or policy}.jsonl", batch_size=args.batch_size)
+    # The table holds every result file of the folder: several models can share one report.
+    names = [f.stem for f in out.glob("*.jsonl") if not f.name.endswith(".errors.jsonl")]
+    order = {"full": 0, "low": 1, "oracle": 3}
+    names.sort(key=lambda n: (order.get(n, 2), n))
+    summaries = {n: summarize(out / f"{n}.jsonl", ids) for n in names}
+    print(write_report({n: s for n, s in summaries.items() if s}, out), end="")
+    print(f"results in {out}/ (summary.json, table.md, pareto.png, <name>.jsonl)")
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -238,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", type=int, help="only the first N records")
     ev.add_argument("--out", default="runs/eval", help="results folder (re-running resumes)")
     ev.add_argument("--batch-size", type=int, default=8)
+    ev.add_argument("--name", help="name this run's results (one policy), e.g. sft: rows of several models, one table")
     _model_options(ev)
     ev.set_defaults(func=cmd_eval)
 

@@ -96,8 +96,11 @@ def _stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def summarize(out_file: Path, ids: set[str] | None = None) -> dict[str, Any]:
-    """Overall and per-kind statistics of one policy's result file (restricted to ``ids`` if given)."""
+    """Overall and per-kind statistics of one policy's result file (restricted to ``ids`` if given);
+    empty when no result matches."""
     results = [r for r in rows(out_file) if ids is None or r["id"] in ids]
+    if not results:
+        return {}
     summary = {"all": _stats(results)}
     for kind in sorted({r["kind"] for r in results if r["kind"]}):
         summary[kind] = _stats([r for r in results if r["kind"] == kind])

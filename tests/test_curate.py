@@ -42,7 +42,7 @@ def test_curate_labels_grounds_and_writes_trajectories(tmp_path, engine, data):
     summary = curate(records, engine, RuleJudge(), GroundTruthOracle(), CurateConfig(out_dir=str(tmp_path)))
     rows = {r["id"]: r for r in shard_rows(tmp_path)}
     assert summary["samples"] == len(rows) == 8 and summary["errors"] == 0
-    assert {"crop", "direct"} <= {r["label"] for r in rows.values()}
+    assert "crop" in {r["label"] for r in rows.values()}  # the shipped model reads tags at full resolution only
     by_id = {r.id: r for r in records}
     trajectories = [json.loads(line) for line in (tmp_path / "trajectories.jsonl").read_text().splitlines()]
     assert len(trajectories) == sum(summary["trajectories"].values()) == 8 - summary["labels"].get("unsolvable", 0)

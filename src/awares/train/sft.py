@@ -30,7 +30,7 @@ from .common import TomlConfig, last_checkpoint, training_arguments, write_train
 
 @dataclass
 class SFTConfig(TomlConfig):
-    """The SFT run; loadable from TOML (`configs/sft.toml`). Paper defaults where they fit a tiny model."""
+    """The SFT run; loadable from TOML (`configs/sft.toml`). Defaults: the paper's recipe."""
 
     data: str = "runs/curate/trajectories.jsonl"
     model: str = ""  # checkpoint to start from; empty: the embedded base model

@@ -49,17 +49,20 @@ def test_labels_cover_exactly_the_assistant_turns_and_weight_the_tool_call(tiny_
     assert batch["pixel_values"].shape[0] == int(grid.prod(dim=1).sum())
 
 
+def sft_config(out, model, data, **overrides):
+    return SFTConfig(data=str(data), model=str(model), output_dir=str(out), save_steps=100, **overrides)
+
+
 def test_a_few_steps_reduce_the_loss(tmp_path, tiny_dir, trajectories):
-    config = SFTConfig(
-        data=str(trajectories),
-        model=str(tiny_dir),
-        output_dir=str(tmp_path / "sft"),
+    config = sft_config(
+        tmp_path / "sft",
+        tiny_dir,
+        trajectories,
         max_steps=12,
         batch_size=4,
         learning_rate=2e-3,
         warmup_ratio=0.0,
         logging_steps=1,
-        save_steps=100,
     )
     final = train_sft(config)
     losses = [e["loss"] for e in json.loads((final / "train_log.json").read_text())["log_history"] if "loss" in e]
@@ -68,16 +71,15 @@ def test_a_few_steps_reduce_the_loss(tmp_path, tiny_dir, trajectories):
 
 
 def test_lora_with_a_frozen_vision_tower_changes_only_the_language_model(tmp_path, tiny_dir, trajectories):
-    config = SFTConfig(
-        data=str(trajectories),
-        model=str(tiny_dir),
-        output_dir=str(tmp_path / "lora"),
+    config = sft_config(
+        tmp_path / "lora",
+        tiny_dir,
+        trajectories,
         max_steps=2,
         batch_size=2,
         learning_rate=1e-2,
         lora=True,
         freeze_vision=True,
-        save_steps=100,
     )
     final = train_sft(config)
     before, after = load_file(tiny_dir / "model.safetensors"), load_file(final / "model.safetensors")

@@ -197,6 +197,16 @@ def cmd_curate(args: argparse.Namespace) -> None:
     print(f"trajectories in {Path(args.out) / 'trajectories.jsonl'}, summary in {Path(args.out) / 'summary.json'}")
 
 
+def cmd_pipeline(args: argparse.Namespace) -> None:
+    from .pipeline import PipelineConfig, run_pipeline
+
+    config = PipelineConfig.from_toml(args.config) if args.config else PipelineConfig()
+    if args.out:
+        config.out_dir = args.out
+    run_pipeline(config)
+    print(f"results in {Path(config.out_dir) / 'eval'}/ (summary.json, table.md, pareto.png)")
+
+
 def cmd_build_tiny(args: argparse.Namespace) -> None:
     from .models import TinyConfig, build_tiny
 
@@ -293,6 +303,11 @@ def build_parser() -> argparse.ArgumentParser:
         stage.add_argument("--model", help="checkpoint to start from")
         stage.add_argument("--output-dir")
         stage.set_defaults(func=func)
+
+    pipe = sub.add_parser("pipeline", help="every stage in order: base, curate, SFT, GRPO, eval (resumable)")
+    pipe.add_argument("config", nargs="?", help="TOML pipeline config (default: configs/pipeline.toml values)")
+    pipe.add_argument("--out", help="output folder (default: the config's out_dir)")
+    pipe.set_defaults(func=cmd_pipeline)
 
     tiny = sub.add_parser("build-tiny", help="build a random-init tiny Qwen2.5-VL with its processor, offline")
     tiny.add_argument("output")

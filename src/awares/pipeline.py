@@ -1,0 +1,101 @@
+"""`awares pipeline CONFIG`: base VLM -> curation -> SFT -> GRPO -> evaluation, in one resumable run.
+
+Every stage writes under ``out_dir``. A trainer whose ``final/train_log.json`` exists (written last)
+is skipped; an interrupted one resumes from its last checkpoint. Curation and evaluation resume per
+sample, so re-running the same command finishes whatever is missing and redoes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .curate import CurateConfig, GroundTruthOracle, RuleJudge, curate
+from .data import resolve
+from .evaluate import run_policy, summarize, write_report
+from .models import HFBackend
+from .runtime import Engine, RuntimeConfig
+from .train.base import BaseTrainConfig, train_base
+from .train.common import TomlConfig
+from .train.grpo import GRPOConfig, train_grpo
+from .train.sft import SFTConfig, train_sft
+
+
+@dataclass
+class PipelineConfig(TomlConfig):
+    """Which stage configs to run and on what data; `configs/pipeline.toml` is the CPU one."""
+
+    out_dir: str = "runs/pipeline"
+    base: str = "configs/base.toml"  # each stage's TOML; "" uses the stage's defaults
+    sft: str = "configs/sft.toml"
+    grpo: str = "configs/grpo.toml"
+    base_model: str = ""  # a checkpoint to start from instead of training the base VLM
+    curate_data: str = "synthetic:train:2000"
+    eval_data: str = "synthetic:test"
+    keep_unsolvable: bool = False  # curation: keep samples neither view answered
+    batch_size: int = 8
+    max_new_tokens: int = 16
+
+
+def _stage(cls: Any, path: str, **paths: str) -> Any:
+    config = cls.from_toml(path) if path else cls()
+    for key, value in paths.items():
+        setattr(config, key, value)
+    return config
+
+
+def _trained(final: Path) -> bool:
+    return (final / "train_log.json").is_file()
+
+
+def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run (or finish) every stage; return the evaluation summaries by policy name."""
+    out = Path(config.out_dir)
+    base = Path(config.base_model) if config.base_model else out / "base" / "final"
+    if config.base_model or _trained(base):
+        say(f"base: using {base}")
+    else:
+        say("base: training")
+        base = train_base(_stage(BaseTrainConfig, config.base, output_dir=str(out / "base")))
+
+    runtime = RuntimeConfig(max_new_tokens=config.max_new_tokens, batch_size=config.batch_size)
+    base_engine = Engine(HFBackend.load(base), runtime)
+    say("curate: labelling, grounding, writing trajectories")
+    records, _ = resolve(config.curate_data)
+    curation = CurateConfig(
+        out_dir=str(out / "curate"), batch_size=config.batch_size, keep_unsolvable=config.keep_unsolvable
+    )
+    curate(records, base_engine, RuleJudge(), GroundTruthOracle(), curation)
+    trajectories = str(out / "curate" / "trajectories.jsonl")
+
+    policies = {}
+    for name, cls, train, path, start in [
+        ("sft", SFTConfig, train_sft, config.sft, base),
+        ("grpo", GRPOConfig, train_grpo, config.grpo, out / "sft" / "final"),
+    ]:
+        final = out / name / "final"
+        if _trained(final):
+            say(f"{name}: done, skipped")
+        else:
+            say(f"{name}: training")
+            train(_stage(cls, path, data=trajectories, model=str(start), output_dir=str(out / name)))
+        policies[name] = final
+
+    say("eval: full, low, oracle (base model), sft and awares (crops policy)")
+    test, _ = resolve(config.eval_data)
+    results = out / "eval"
+    runs = [
+        ("full", "full", base_engine),
+        ("low", "low", base_engine),
+        ("oracle", "oracle", base_engine),
+        ("sft", "crops", Engine(HFBackend.load(policies["sft"]), runtime)),
+        ("awares", "crops", Engine(HFBackend.load(policies["grpo"]), runtime)),
+    ]
+    for name, policy, engine in runs:
+        run_policy(engine, test, policy, results / f"{name}.jsonl", batch_size=config.batch_size)
+    ids = {r.id for r in test}
+    summaries = {name: summarize(results / f"{name}.jsonl", ids) for name, _, _ in runs}
+    say(write_report(summaries, results))
+    return summaries

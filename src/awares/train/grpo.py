@@ -59,6 +59,9 @@ class GRPOConfig(TomlConfig):
     area_cost: float = 0.01
     cost_mode: str = "area"
     format_bonus: float = 0.0
+    # What a malformed call does in rollouts: fetch `all` (the runtime's default) or count as the
+    # answer. With "all" a policy can reach the whole image by writing a broken call (seen at 200 steps).
+    on_malformed: str = "all"
     balance_labels: bool = True  # each step draws as many `crop` as `direct` prompts (anti-collapse)
     seed: int = 0
     save_steps: int = 20
@@ -203,7 +206,9 @@ def train_grpo(config: GRPOConfig) -> Path:
     policy, optimizer = accelerator.prepare(policy, optimizer)
     reference.to(accelerator.device)
     sampling = {"do_sample": True, "temperature": config.temperature, "top_k": 0, "top_p": 1.0}
-    runtime = RuntimeConfig(max_new_tokens=config.max_new_tokens, batch_size=64, sampling=sampling)
+    runtime = RuntimeConfig(
+        max_new_tokens=config.max_new_tokens, batch_size=64, sampling=sampling, on_malformed=config.on_malformed
+    )
     engine = Engine(HFBackend(accelerator.unwrap_model(policy), processor), runtime)
     collator = ChatCollator(processor)
     out = Path(config.output_dir)

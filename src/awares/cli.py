@@ -89,10 +89,7 @@ def cmd_synth(args: argparse.Namespace) -> None:
 def cmd_train_base(args: argparse.Namespace) -> None:
     from .train.base import BaseTrainConfig, train_base
 
-    config = BaseTrainConfig.from_toml(args.config) if args.config else BaseTrainConfig()
-    if args.output_dir:
-        config.output_dir = args.output_dir
-    print(train_base(config))
+    print(train_base(BaseTrainConfig.load(args.config, output_dir=args.output_dir)))
 
 
 def _records(args: argparse.Namespace) -> list:
@@ -110,11 +107,7 @@ def _records(args: argparse.Namespace) -> list:
 
 def _stage_config(cls: Any, args: argparse.Namespace) -> Any:
     """A training config from ``args.config`` (TOML) with --data, --model and --output-dir on top."""
-    config = cls.from_toml(args.config) if args.config else cls()
-    for key in ("data", "model", "output_dir"):
-        if getattr(args, key):
-            setattr(config, key, getattr(args, key))
-    return config
+    return cls.load(args.config, data=args.data, model=args.model, output_dir=args.output_dir)
 
 
 def cmd_train_sft(args: argparse.Namespace) -> None:
@@ -200,9 +193,7 @@ def cmd_curate(args: argparse.Namespace) -> None:
 def cmd_pipeline(args: argparse.Namespace) -> None:
     from .pipeline import PipelineConfig, run_pipeline
 
-    config = PipelineConfig.from_toml(args.config) if args.config else PipelineConfig()
-    if args.out:
-        config.out_dir = args.out
+    config = PipelineConfig.load(args.config, out_dir=args.out)
     run_pipeline(config)
     print(f"results in {Path(config.out_dir) / 'eval'}/ (summary.json, table.md, pareto.png)")
 

@@ -39,13 +39,6 @@ class PipelineConfig(TomlConfig):
     max_new_tokens: int = 16
 
 
-def _stage(cls: Any, path: str, **paths: str) -> Any:
-    config = cls.from_toml(path) if path else cls()
-    for key, value in paths.items():
-        setattr(config, key, value)
-    return config
-
-
 def _trained(final: Path) -> bool:
     return (final / "train_log.json").is_file()
 
@@ -58,7 +51,7 @@ def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = print) -> 
         say(f"base: using {base}")
     else:
         say("base: training")
-        base = train_base(_stage(BaseTrainConfig, config.base, output_dir=str(out / "base")))
+        base = train_base(BaseTrainConfig.load(config.base, output_dir=str(out / "base")))
 
     runtime = RuntimeConfig(max_new_tokens=config.max_new_tokens, batch_size=config.batch_size)
     base_engine = Engine(HFBackend.load(base), runtime)
@@ -80,7 +73,7 @@ def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = print) -> 
             say(f"{name}: done, skipped")
         else:
             say(f"{name}: training")
-            train(_stage(cls, path, data=trajectories, model=str(start), output_dir=str(out / name)))
+            train(cls.load(path, data=trajectories, model=str(start), output_dir=str(out / name)))
         policies[name] = final
 
     say("eval: full, low, oracle (base model), sft and awares (crops policy)")

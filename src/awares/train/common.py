@@ -23,6 +23,16 @@ class TomlConfig:
             raise ValueError(f"unknown keys in {path}: {', '.join(sorted(unknown))}")
         return cls(**data)
 
+    @classmethod
+    def load(cls, path: str | Path | None, **overrides: Any):
+        """The config of the TOML file ``path`` (the defaults when empty), with the non-empty
+        ``overrides`` set on top (command-line options, paths a pipeline chooses)."""
+        config = cls.from_toml(path) if path else cls()
+        for key, value in overrides.items():
+            if value:
+                setattr(config, key, value)
+        return config
+
 
 def training_arguments(out: Path, config: Any, **overrides: Any) -> TrainingArguments:
     """Trainer arguments from a config with batch_size, learning_rate, weight_decay, logging_steps,

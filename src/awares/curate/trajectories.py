@@ -9,7 +9,7 @@ from typing import Any
 
 from PIL import Image
 
-from ..protocol import SYSTEM_PROMPT, format_call
+from ..protocol import SYSTEM_PROMPT, format_call, turn1_messages, turn2_messages
 
 
 class ImageStore:
@@ -34,10 +34,6 @@ class ImageStore:
         return relative
 
 
-def _text(role: str, text: str) -> dict[str, Any]:
-    return {"role": role, "content": [{"type": "text", "text": text}]}
-
-
 def trajectory(
     store: ImageStore,
     low_res: Image.Image,
@@ -53,14 +49,10 @@ def trajectory(
     assistant(``GET_CROPS: [...]``), user(crop images), assistant(answer).
     """
     images = [store.put(low_res)]
-    messages = [
-        _text("system", system_prompt),
-        {"role": "user", "content": [{"type": "image", "image": images[0]}, {"type": "text", "text": question}]},
-    ]
+    messages = turn1_messages(images[0], question, system_prompt)
     if crops:
         paths = [store.put(c) for c in crops]
         images += paths
-        messages.append(_text("assistant", format_call(crop_ids)))
-        messages.append({"role": "user", "content": [{"type": "image", "image": p} for p in paths]})
-    messages.append(_text("assistant", answer))
+        messages = turn2_messages(messages, format_call(crop_ids), paths)
+    messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
     return {"messages": messages, "images": images}

@@ -1,4 +1,5 @@
-"""Chat messages of the two turns, in the HF conversational format with inline PIL images."""
+"""Chat messages of the two turns, in the HF conversational format: images inline (PIL) or as paths
+(stored trajectories)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ from .prompt import SYSTEM_PROMPT
 Message = dict[str, Any]
 
 
-def image_part(image: Image.Image) -> dict[str, Any]:
+def image_part(image: Image.Image | str) -> dict[str, Any]:
     return {"type": "image", "image": image}
 
 
-def turn1_messages(low_res: Image.Image, question: str, system_prompt: str | None = SYSTEM_PROMPT) -> list[Message]:
+def turn1_messages(
+    low_res: Image.Image | str, question: str, system_prompt: str | None = SYSTEM_PROMPT
+) -> list[Message]:
     """System prompt (omitted when ``None``), then the low-res view and the question."""
     messages: list[Message] = []
     if system_prompt is not None:
@@ -24,7 +27,7 @@ def turn1_messages(low_res: Image.Image, question: str, system_prompt: str | Non
     return messages
 
 
-def turn2_messages(turn1: list[Message], call_text: str, crops: list[Image.Image]) -> list[Message]:
+def turn2_messages(turn1: list[Message], call_text: str, crops: list[Image.Image] | list[str]) -> list[Message]:
     """Turn 1, the assistant's tool call, then a user turn holding only the crops in requested order."""
     return [
         *turn1,

@@ -23,13 +23,13 @@ from accelerate import Accelerator
 from PIL import Image
 from transformers import AutoModelForImageTextToText, set_seed
 
-from ..crops import crop_box, low_res_view
+from ..crops import extract_crops, low_res_view
 from ..errors import InputError
 from ..images import load_image
 from ..jsonl import append, open_append, rows
 from ..models import HFBackend, load_processor
 from ..models.processor import save_processor
-from ..protocol import Message, turn1_messages
+from ..protocol import Message, turn1_messages, turn2_messages
 from ..runtime import Engine, Request, Result, RuntimeConfig
 from .collate import IGNORE_INDEX, ChatCollator
 from .common import TomlConfig
@@ -103,12 +103,9 @@ class PromptSet:
 def conversation(low: Image.Image, question: str, result: Result, crops: list[Image.Image], system: str):
     """The rollout as chat messages: turn 1, and the call, crops and answer when the tool was used."""
     messages = turn1_messages(low, question, system)
-    turns = [{"role": "assistant", "content": [{"type": "text", "text": t.strip()}]} for t in result.turns]
-    messages.append(turns[0])
-    if len(turns) > 1:
-        messages.append({"role": "user", "content": [{"type": "image", "image": c} for c in crops]})
-        messages.append(turns[1])
-    return messages
+    if len(result.turns) > 1:
+        messages = turn2_messages(messages, result.turns[0].strip(), crops)
+    return [*messages, {"role": "assistant", "content": [{"type": "text", "text": result.turns[-1].strip()}]}]
 
 
 def rollout(engine: Engine, prompts: list[tuple[Image.Image, str]], group_size: int) -> list[Rollout]:
@@ -118,12 +115,11 @@ def rollout(engine: Engine, prompts: list[tuple[Image.Image, str]], group_size: 
     out = []
     for request, result in zip(requests, results):
         image = request.image
-        width, height = image.size
-        boxes = [crop_box(c, width, height, engine.config.min_crop_side) for c in result.crops]
-        crops = [image.crop(b.as_tuple()) for b in boxes] if len(result.turns) > 1 else []
+        crops = extract_crops(image, result.crops, engine.config.min_crop_side)  # none without a call
         low = low_res_view(image, engine.config.low_res_scale)
         messages = conversation(low, request.question, result, crops, engine.config.system_prompt)
-        out.append(Rollout(messages, result, sum(b.area for b in boxes) / (width * height)))
+        area = sum(c.width * c.height for c in crops) / (image.width * image.height)
+        out.append(Rollout(messages, result, area))
     return out
 
 
@@ -170,7 +166,7 @@ def score(rollouts: list[Rollout], prompts: list[dict[str, Any]], group_size: in
         "answers": [p["answers"] for p in expand],
         "question": [p["question"] for p in expand],
         "label": [p.get("label", "direct") for p in expand],
-        "crops": [r.result.crops if len(r.result.turns) > 1 else () for r in rollouts],
+        "crops": [r.result.crops for r in rollouts],
         "crop_area": [r.crop_area for r in rollouts],
         "extra_tokens": [r.result.tokens.crops / r.result.tokens.full for r in rollouts],
         "parse_status": [r.result.parse_status for r in rollouts],
@@ -264,13 +260,16 @@ def _update(policy, reference, optimizer, accelerator, collator, rollouts, advan
         {k: v.to(accelerator.device) for k, v in collator([rollouts[i].messages for i in c]).items()} for c in chunks
     ]
     with torch.no_grad():
-        old = [token_logprobs(policy, b)[0] for b in batches]
         ref = [token_logprobs(reference, b)[0] for b in batches]
+        # With one update per batch the rollout policy is the current one: its log-probs are the
+        # detached new ones, no extra forward pass needed.
+        old = [token_logprobs(policy, b)[0] for b in batches] if config.num_iterations > 1 else [None] * len(batches)
     policy.train()
     total_loss = total_kl = 0.0
     for _ in range(config.num_iterations):
         for chunk, batch, old_lp, ref_lp in zip(chunks, batches, old, ref):
             new, mask = token_logprobs(policy, batch)
+            old_lp = new.detach() if old_lp is None else old_lp
             loss, kl = policy_loss(new, old_lp, ref_lp, advantages[list(chunk)], mask, config.clip_epsilon, config.beta)
             weight = len(chunk) / len(rollouts)
             accelerator.backward(loss * weight)

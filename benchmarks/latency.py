@@ -1,11 +1,14 @@
 """Latency per policy, and turn-2 time with and without KV-cache reuse, as ratios measured in one run.
 
-    python benchmarks/latency.py [--model DIR] [--data synthetic:test:64] [--out runs/bench/latency.json]
+    python benchmarks/latency.py [--model DIR] [--baseline-model DIR] [--data synthetic:test:64]
+                                 [--out runs/bench/latency.json]
 
-Every request runs alone (batch size 1), after one warm-up request. Turn 2 is timed wherever the
-model calls the tool (so ``--model`` must be an AwaRes policy): ``extend`` (prefill only the new
-tokens on the turn-1 cache, encode only the crops) against ``generate`` on the whole two-turn
-conversation from scratch. Greedy decoding, so both produce the same answer.
+``crops`` (AwaRes) runs on ``--model`` (default: the shipped policy), ``full`` and ``low`` on
+``--baseline-model`` (default: the shipped base VLM). Every request runs alone (batch size 1), after
+a warm-up request per model, and the policies take turns on each sample so that a change in machine
+load hits all of them alike. Turn 2 is timed wherever the policy calls the tool: ``extend`` (prefill
+only the new tokens on the turn-1 cache, encode only the crops) against ``generate`` on the whole
+two-turn conversation from scratch. Greedy decoding, so both produce the same answer.
 """
 
 from __future__ import annotations
@@ -34,23 +37,28 @@ def timed(call, *args, **kwargs):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=str(default_model_dir()))
+    parser.add_argument("--model", default=str(default_model_dir("crops")), help="the AwaRes policy")
+    parser.add_argument("--baseline-model", default=str(default_model_dir("full")), help="for full and low")
     parser.add_argument("--data", default="synthetic:test:64")
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--out", default="runs/bench/latency.json")
     args = parser.parse_args()
 
+    config = RuntimeConfig(max_new_tokens=args.max_new_tokens, batch_size=1)
     backend = HFBackend.load(args.model)
-    engine = Engine(backend, RuntimeConfig(max_new_tokens=args.max_new_tokens, batch_size=1))
+    engines = {"crops": Engine(backend, config)}
+    engines["full"] = engines["low"] = Engine(HFBackend.load(args.baseline_model), config)
     records, _ = resolve(args.data)
     images = {r.id: load_image(r.image) for r in records}
-    engine.answer(images[records[0].id], records[0].question, "full")  # warm-up
 
     with torch.inference_mode():
-        policies = {}
-        for policy in ("full", "low", "crops"):
-            seconds = [timed(engine.answer, images[r.id], r.question, policy)[1] for r in records]
-            policies[policy] = {"mean_s": statistics.fmean(seconds), "median_s": statistics.median(seconds)}
+        for policy in ("full", "crops"):  # warm-up
+            engines[policy].answer(images[records[0].id], records[0].question, policy)
+        seconds: dict[str, list[float]] = {policy: [] for policy in engines}
+        for r in records:
+            for policy, engine in engines.items():
+                seconds[policy].append(timed(engine.answer, images[r.id], r.question, policy)[1])
+        policies = {p: {"mean_s": statistics.fmean(s), "median_s": statistics.median(s)} for p, s in seconds.items()}
 
         reuse, scratch = [], []
         for record in records:
@@ -69,6 +77,7 @@ def main() -> None:
 
     result = {
         "model": args.model,
+        "baseline_model": args.baseline_model,
         "data": args.data,
         "samples": len(records),
         "device": str(backend.device),

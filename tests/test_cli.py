@@ -104,3 +104,20 @@ def test_random_tiny_model_is_built_offline_once(tmp_path, monkeypatch):
     assert first == tmp_path / "tiny-random" and (first / "model.safetensors").is_file()
     stamp = (first / "model.safetensors").stat().st_mtime_ns
     assert random_tiny_dir() == first and (first / "model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_default_model_is_the_shipped_policy_for_crops_and_the_base_for_baselines(tmp_path, monkeypatch):
+    from awares.models import default
+    from awares.models.default import default_base_dir, default_model_dir
+
+    monkeypatch.setenv("AWARES_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(default, "ASSETS", tmp_path / "assets")
+    for name in ("base", "awares"):
+        (tmp_path / "assets" / name).mkdir(parents=True)
+        (tmp_path / "assets" / name / "model.safetensors").write_bytes(b"")
+    assert default_model_dir("crops") == tmp_path / "assets" / "awares"
+    assert {default_model_dir(p) for p in ("full", "low", "oracle")} == {tmp_path / "assets" / "base"}
+    assert default_base_dir() == tmp_path / "assets" / "base"
+    (tmp_path / "assets" / "awares" / "model.safetensors").unlink()
+    monkeypatch.setattr(default, "random_tiny_dir", lambda: tmp_path / "random")
+    assert default_model_dir("crops") == tmp_path / "random"  # no shipped policy: the random tiny model

@@ -14,13 +14,13 @@ from awares.crops import crop_box, low_res_size
 from awares.curate import CurateConfig, GroundTruthOracle, RuleJudge, curate, finalize, label
 from awares.curate.pipeline import shard_files
 from awares.data import generate, read_jsonl, write_dataset
-from awares.models import HFBackend, default_model_dir
+from awares.models import HFBackend, default_base_dir
 from awares.runtime import Engine, RuntimeConfig
 
 
 @pytest.fixture(scope="module")
 def engine():
-    return Engine(HFBackend.load(default_model_dir(), device="cpu"), RuntimeConfig(max_new_tokens=4, batch_size=4))
+    return Engine(HFBackend.load(default_base_dir(), device="cpu"), RuntimeConfig(max_new_tokens=4, batch_size=4))
 
 
 @pytest.fixture(scope="module")

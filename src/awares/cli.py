@@ -15,10 +15,18 @@ from .images import load_image
 from .runtime import POLICIES, Engine, Result, RuntimeConfig
 
 
-def _engine(args: argparse.Namespace) -> Engine:
-    from .models import HFBackend, default_model_dir
+def _model_dir(args: argparse.Namespace, policy: str) -> Path:
+    """``--model``, else the embedded default for ``policy``: the shipped AwaRes policy for ``crops``,
+    the shipped base VLM for the baselines."""
+    from .models import default_model_dir
 
-    model_dir = Path(args.model) if args.model else default_model_dir()
+    return Path(args.model) if args.model else default_model_dir(policy)
+
+
+def _engine(args: argparse.Namespace, policy: str) -> Engine:
+    from .models import HFBackend
+
+    model_dir = _model_dir(args, policy)
     backend = HFBackend.load(model_dir, device=args.device, dtype=args.dtype)
     config = RuntimeConfig(
         max_new_tokens=args.max_new_tokens, low_res_scale=args.low_res_scale, strict_parse=args.strict
@@ -54,7 +62,7 @@ def cmd_ask(args: argparse.Namespace) -> None:
     if not args.question.strip():
         raise InputError("the question is empty")
     image = load_image(args.image)  # fail on bad input before loading the model
-    result = _engine(args).answer(image, args.question, args.policy, oracle)
+    result = _engine(args, args.policy).answer(image, args.question, args.policy, oracle)
     if args.json:
         print(json.dumps({"image": str(args.image), "question": args.question, **result.to_dict()}, indent=2))
     else:
@@ -65,7 +73,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     from .crops import boxes_to_crops
     from .data import generate
 
-    engine = _engine(args)
+    engines = {p: _engine(args, p) for p in ("full", "crops")}  # the base VLM, the AwaRes policy
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     samples = list(generate("test", 12))
@@ -75,6 +83,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
         oracle = boxes_to_crops(sample.evidence, *sample.image.size).crop_ids if sample.kind == "detail" else ()
         print(f"\n=== {path} ({sample.kind})  Q: {sample.question}  ground truth: {sample.answers[0]}")
         for policy in POLICIES:
+            engine = engines["crops" if policy == "crops" else "full"]
             result = engine.answer(str(path), sample.question, policy, oracle_crops=oracle)
             print(f"[{policy}]\n{_describe(result)}")
 
@@ -132,12 +141,17 @@ def cmd_eval(args: argparse.Namespace) -> None:
     if args.name and len(policies) != 1:
         raise InputError("--name names the results of one policy; give a single --policy")
     records = _records(args)
-    engine = _engine(args)
-    engine.config.batch_size = args.batch_size
     out = Path(args.out)
     ids = {r.id for r in records}
+    engines: dict[Path, Engine] = {}
     for policy in policies:
-        run_policy(engine, records, policy, out / f"{args.name or policy}.jsonl", batch_size=args.batch_size)
+        model_dir = _model_dir(args, policy)
+        if model_dir not in engines:
+            engines[model_dir] = _engine(args, policy)
+            engines[model_dir].config.batch_size = args.batch_size
+        run_policy(
+            engines[model_dir], records, policy, out / f"{args.name or policy}.jsonl", batch_size=args.batch_size
+        )
     # The table holds every result file of the folder: several models can share one report.
     names = [f.stem for f in out.glob("*.jsonl") if not f.name.endswith(".errors.jsonl")]
     order = {"full": 0, "low": 1, "oracle": 3}
@@ -185,7 +199,7 @@ def cmd_curate(args: argparse.Namespace) -> None:
     else:
         oracle = OCROracle() if args.oracle == "ocr" else GroundTruthOracle()
     records = _records(args)
-    summary = curate(records, _engine(args), judge, oracle, config)
+    summary = curate(records, _engine(args, "full"), judge, oracle, config)
     print(json.dumps(summary, indent=2))
     print(f"trajectories in {Path(args.out) / 'trajectories.jsonl'}, summary in {Path(args.out) / 'summary.json'}")
 
@@ -205,7 +219,11 @@ def cmd_build_tiny(args: argparse.Namespace) -> None:
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="local checkpoint directory (default: the embedded tiny model)")
+    parser.add_argument(
+        "--model",
+        help="local checkpoint directory (default: the shipped tiny AwaRes policy for `crops`, the shipped base VLM "
+        "for full, low, oracle and curation)",
+    )
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     parser.add_argument(
         "--dtype", choices=["float32", "bfloat16", "float16"], help="default: bfloat16 on CUDA, float32 on CPU"

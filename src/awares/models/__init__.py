@@ -1,6 +1,6 @@
 """Model backends (HF transformers) and the offline tiny-model builder."""
 
-from .default import default_model_dir
+from .default import default_base_dir, default_model_dir
 from .hf import HFBackend, Session, Turn
 from .processor import load_processor, save_processor
 from .tiny import TinyConfig, build_tiny
@@ -11,6 +11,7 @@ __all__ = [
     "TinyConfig",
     "Turn",
     "build_tiny",
+    "default_base_dir",
     "default_model_dir",
     "load_processor",
     "save_processor",

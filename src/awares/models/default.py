@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .tiny import TinyConfig, build_tiny
 
-SHIPPED = Path(__file__).resolve().parent.parent / "assets" / "base"
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
 
 def cache_dir() -> Path:
@@ -36,6 +36,18 @@ def random_tiny_dir() -> Path:
     return target
 
 
-def default_model_dir() -> Path:
-    """The shipped base VLM (trained on the synthetic benchmark); the random tiny model if absent."""
-    return SHIPPED if (SHIPPED / "model.safetensors").is_file() else random_tiny_dir()
+def _shipped(name: str) -> Path:
+    path = ASSETS / name
+    return path if (path / "model.safetensors").is_file() else random_tiny_dir()
+
+
+def default_base_dir() -> Path:
+    """The shipped base VLM (trained on the synthetic benchmark): what curation and SFT start from."""
+    return _shipped("base")
+
+
+def default_model_dir(policy: str = "crops") -> Path:
+    """The embedded default for a runtime policy: the shipped AwaRes policy (SFT + GRPO from the base)
+    for ``crops``, the base VLM for the baselines (``full``, ``low``, ``oracle``).
+    The random tiny model where a checkpoint is absent."""
+    return _shipped("awares" if policy == "crops" else "base")

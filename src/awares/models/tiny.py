@@ -71,6 +71,7 @@ class TinyConfig:
     vision_intermediate: int = 192
     # Qwen2.5-VL mixes windowed and full attention in its vision tower; windows only is ~25% faster on CPU.
     vision_full_attention: bool = False
+    rope_theta: float = 10000.0  # text M-RoPE base
     bpe_vocab: int = 1024
     merge_size: int = 2  # patches merged per side into one LLM token, as in Qwen2.5-VL
     # The paper's evaluation budget caps the full image at 2048*28*28 px; the floor is lowered from
@@ -146,7 +147,7 @@ def build_model(config: TinyConfig, tokenizer: PreTrainedTokenizerFast) -> Qwen2
             num_attention_heads=config.text_heads,
             num_key_value_heads=config.text_kv_heads,
             max_position_embeddings=4096,
-            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope},
+            rope_parameters={"rope_type": "default", "rope_theta": config.rope_theta, "mrope_section": mrope},
             bos_token_id=ids["<|endoftext|>"],
             eos_token_id=ids["<|im_end|>"],
             pad_token_id=ids["<|endoftext|>"],

@@ -21,7 +21,7 @@ from ..errors import InputError
 from ..images import load_image
 from ..jsonl import rows
 from ..models import load_processor
-from ..models.default import default_model_dir
+from ..models.default import default_base_dir
 from ..models.processor import save_processor
 from ..protocol import Message
 from .collate import IGNORE_INDEX, ChatCollator
@@ -127,7 +127,7 @@ def _prepare(model: Any, config: SFTConfig) -> Any:
 def train_sft(config: SFTConfig) -> Path:
     """Fine-tune on the trajectories; save a plain (LoRA-merged) checkpoint to ``output_dir/final``."""
     set_seed(config.seed)
-    source = Path(config.model) if config.model else default_model_dir()
+    source = Path(config.model) if config.model else default_base_dir()
     dataset = TrajectoryDataset(config.data)
     for error in dataset.errors:
         print(f"awares: skipping trajectory {error}")

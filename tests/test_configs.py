@@ -1,0 +1,30 @@
+"""Every shipped config loads into its dataclass (unknown keys are errors) and names configs that exist."""
+
+from pathlib import Path
+
+import pytest
+
+from awares.models import TinyConfig
+from awares.pipeline import PipelineConfig
+from awares.train.base import BaseTrainConfig
+from awares.train.grpo import GRPOConfig
+from awares.train.sft import SFTConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("pipeline", ["configs/pipeline.toml", "configs/gpu/pipeline.toml"])
+def test_pipeline_configs_and_the_stage_configs_they_name_load(pipeline):
+    config = PipelineConfig.from_toml(ROOT / pipeline)
+    base = BaseTrainConfig.from_toml(ROOT / config.base)
+    TinyConfig(**base.model)
+    SFTConfig.from_toml(ROOT / config.sft)
+    grpo = GRPOConfig.from_toml(ROOT / config.grpo)
+    assert grpo.on_malformed == "answer"  # a broken call must not fetch the whole image for free
+
+
+def test_unknown_config_keys_are_errors(tmp_path):
+    path = tmp_path / "sft.toml"
+    path.write_text("epochs = 1.0\nlearning_rat = 1e-4\n")
+    with pytest.raises(ValueError, match="learning_rat"):
+        SFTConfig.from_toml(path)

@@ -10,8 +10,8 @@ from .conftest import scene
 class Scripted:
     """The real backend, with turn-1 texts replaced as a trained policy would write them."""
 
-    def __init__(self, backend, texts):
-        self.backend, self.processor, self.texts = backend, backend.processor, list(texts)
+    def __init__(self, backend, texts, turn2=None):
+        self.backend, self.processor, self.texts, self.turn2 = backend, backend.processor, list(texts), turn2
 
     def generate(self, conversations, **kwargs):
         turn = self.backend.generate(conversations, **kwargs)
@@ -19,7 +19,10 @@ class Scripted:
         return turn
 
     def extend(self, *args, **kwargs):
-        return self.backend.extend(*args, **kwargs)
+        turn = self.backend.extend(*args, **kwargs)
+        if self.turn2 is not None:
+            turn.texts = self.turn2[: len(turn.texts)]
+        return turn
 
 
 IMAGE = scene(448, 336)
@@ -45,6 +48,15 @@ def test_a_tool_call_fetches_the_crops_and_runs_turn_two(backend):
     assert result.rtr == pytest.approx((grid.tokens(224, 168) + result.tokens.crops) / grid.tokens(448, 336))
     assert len(result.turns) == 2 and len(result.seconds) == 2
     assert result.answer == result.turns[1].strip()
+
+
+def test_a_second_call_in_turn_two_is_no_answer(backend):
+    engine = Engine(
+        Scripted(backend, ["GET_CROPS: ['0']"], turn2=["GET_CROPS: ['1']"]), RuntimeConfig(max_new_tokens=4)
+    )
+    result = engine.answer(IMAGE, "What is written?")
+    assert result.answer == "" and "only one tool round" in result.parse_error
+    assert result.turns[1] == "GET_CROPS: ['1']" and result.crops == ("0",) and result.parse_status == "call"
 
 
 def test_a_request_gets_the_same_answers_alone_and_in_a_batch(backend):

@@ -233,6 +233,9 @@ class Engine:
             turn2, seconds2 = self._timed(self.backend.extend, turn1.session, rows, follow_ups)
             for i, text in zip(rows, turn2.texts):
                 results[i].answer = text.strip()
+                if isinstance(parse_response(text), CropCall):  # one tool round is run: a second call is no answer
+                    results[i].answer = ""
+                    results[i].parse_error = "turn 2 asked for crops again; only one tool round is run"
                 results[i].turns.append(text)
                 results[i].seconds.append(seconds2)
         return results

@@ -48,7 +48,8 @@ def _describe(result: Result) -> str:
     return "\n".join(
         [
             f"answer: {result.answer}",
-            f"policy: {result.policy}  parse: {result.parse_status}  crops: {', '.join(result.crops) or '-'}",
+            f"policy: {result.policy}  parse: {result.parse_status}  crops: {', '.join(result.crops) or '-'}"
+            + (f"  ({result.parse_error})" if result.parse_error else ""),
             f"visual tokens: view {t.view} + crops {t.crops} of full {t.full}  RTR {result.rtr:.3f}",
             f"time: {times}",
         ]

@@ -27,3 +27,22 @@ def scene(width: int = 448, height: int = 336, seed: int = 0) -> Image.Image:
     draw.rectangle((width // 8, height // 8, width // 2, height // 2), fill=(200, 30, 30))
     draw.text((int(width * 0.7), int(height * 0.8)), f"A{seed}7", fill=(0, 0, 0))
     return image
+
+
+class Scripted:
+    """The real backend, with turn-1 texts (and optionally turn-2 texts) replaced as a trained policy
+    would write them."""
+
+    def __init__(self, backend, texts, turn2=None):
+        self.backend, self.processor, self.texts, self.turn2 = backend, backend.processor, list(texts), turn2
+
+    def generate(self, conversations, **kwargs):
+        turn = self.backend.generate(conversations, **kwargs)
+        turn.texts = self.texts[: len(conversations)]
+        return turn
+
+    def extend(self, *args, **kwargs):
+        turn = self.backend.extend(*args, **kwargs)
+        if self.turn2 is not None:
+            turn.texts = self.turn2[: len(turn.texts)]
+        return turn

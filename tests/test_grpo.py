@@ -13,6 +13,8 @@ from awares.train.collate import ChatCollator
 from awares.train.grpo import GRPOConfig, conversation, group_advantages, policy_loss, train_grpo
 from awares.train.rewards import CorrectnessReward, CropCostReward, FormatReward
 
+from .conftest import Scripted
+
 
 def test_correctness_reward_uses_the_judge():
     out = CorrectnessReward()(["Red.", "blue", "3"], answers=[["red"], ["red"], ["3"]], question=["q"] * 3)
@@ -92,21 +94,10 @@ def test_malformed_calls_in_rollouts_can_be_answers_instead_of_whole_image_fetch
     from awares.runtime import Engine, RuntimeConfig
     from awares.train.grpo import rollout
 
-    class Broken:  # a policy that always writes a broken call
-        def __init__(self, backend):
-            self.processor, self.inner = backend.processor, backend
-
-        def generate(self, conversations, **kwargs):
-            turn = self.inner.generate(conversations, **kwargs)
-            turn.texts = ["GET_CROPS: ['4int"] * len(conversations)
-            return turn
-
-        def extend(self, *args, **kwargs):
-            return self.inner.extend(*args, **kwargs)
-
     image = next(generate("test", 1)).image
     for mode, turns in [("all", 2), ("answer", 1)]:
-        engine = Engine(Broken(backend), RuntimeConfig(max_new_tokens=2, on_malformed=mode))
+        broken = Scripted(backend, ["GET_CROPS: ['4int"])  # a policy that writes a broken call
+        engine = Engine(broken, RuntimeConfig(max_new_tokens=2, on_malformed=mode))
         (out,) = rollout(engine, [(image, "q")], group_size=1)
         assert len(out.result.turns) == turns and out.result.parse_status == "malformed"
         assert out.crop_area == (1.0 if mode == "all" else 0.0)

@@ -4,26 +4,7 @@ from awares.crops import VisionGrid
 from awares.errors import InputError
 from awares.runtime import Engine, Request, RuntimeConfig
 
-from .conftest import scene
-
-
-class Scripted:
-    """The real backend, with turn-1 texts replaced as a trained policy would write them."""
-
-    def __init__(self, backend, texts, turn2=None):
-        self.backend, self.processor, self.texts, self.turn2 = backend, backend.processor, list(texts), turn2
-
-    def generate(self, conversations, **kwargs):
-        turn = self.backend.generate(conversations, **kwargs)
-        turn.texts = self.texts[: len(conversations)]
-        return turn
-
-    def extend(self, *args, **kwargs):
-        turn = self.backend.extend(*args, **kwargs)
-        if self.turn2 is not None:
-            turn.texts = self.turn2[: len(turn.texts)]
-        return turn
-
+from .conftest import Scripted, scene
 
 IMAGE = scene(448, 336)
 

@@ -23,15 +23,26 @@ def _model_dir(args: argparse.Namespace, policy: str) -> Path:
     return Path(args.model) if args.model else default_model_dir(policy)
 
 
-def _engine(args: argparse.Namespace, policy: str) -> Engine:
+def _engine(args: argparse.Namespace, model_dir: Path) -> Engine:
     from .models import HFBackend
 
-    model_dir = _model_dir(args, policy)
     backend = HFBackend.load(model_dir, device=args.device, dtype=args.dtype)
     config = RuntimeConfig(
         max_new_tokens=args.max_new_tokens, low_res_scale=args.low_res_scale, strict_parse=args.strict
     )
     return Engine(backend, config)
+
+
+def _engines(args: argparse.Namespace, policies: Sequence[str]) -> dict[str, Engine]:
+    """An engine per policy; policies on the same model directory share one (the model loads once)."""
+    by_dir: dict[Path, Engine] = {}
+    engines = {}
+    for policy in policies:
+        model_dir = _model_dir(args, policy)
+        if model_dir not in by_dir:
+            by_dir[model_dir] = _engine(args, model_dir)
+        engines[policy] = by_dir[model_dir]
+    return engines
 
 
 def _oracle_crops(text: str) -> tuple[str, ...]:
@@ -63,7 +74,7 @@ def cmd_ask(args: argparse.Namespace) -> None:
     if not args.question.strip():
         raise InputError("the question is empty")
     image = load_image(args.image)  # fail on bad input before loading the model
-    result = _engine(args, args.policy).answer(image, args.question, args.policy, oracle)
+    result = _engine(args, _model_dir(args, args.policy)).answer(image, args.question, args.policy, oracle)
     if args.json:
         print(json.dumps({"image": str(args.image), "question": args.question, **result.to_dict()}, indent=2))
     else:
@@ -74,7 +85,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     from .crops import boxes_to_crops
     from .data import generate
 
-    engines = {p: _engine(args, p) for p in ("full", "crops")}  # the base VLM, the AwaRes policy
+    engines = _engines(args, POLICIES)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     samples = list(generate("test", 12))
@@ -84,8 +95,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
         oracle = boxes_to_crops(sample.evidence, *sample.image.size).crop_ids if sample.kind == "detail" else ()
         print(f"\n=== {path} ({sample.kind})  Q: {sample.question}  ground truth: {sample.answers[0]}")
         for policy in POLICIES:
-            engine = engines["crops" if policy == "crops" else "full"]
-            result = engine.answer(str(path), sample.question, policy, oracle_crops=oracle)
+            result = engines[policy].answer(str(path), sample.question, policy, oracle_crops=oracle)
             print(f"[{policy}]\n{_describe(result)}")
 
 
@@ -144,15 +154,10 @@ def cmd_eval(args: argparse.Namespace) -> None:
     records = _records(args)
     out = Path(args.out)
     ids = {r.id for r in records}
-    engines: dict[Path, Engine] = {}
-    for policy in policies:
-        model_dir = _model_dir(args, policy)
-        if model_dir not in engines:
-            engines[model_dir] = _engine(args, policy)
-            engines[model_dir].config.batch_size = args.batch_size
-        run_policy(
-            engines[model_dir], records, policy, out / f"{args.name or policy}.jsonl", batch_size=args.batch_size
-        )
+    engines = _engines(args, policies)
+    for policy, engine in engines.items():
+        engine.config.batch_size = args.batch_size
+        run_policy(engine, records, policy, out / f"{args.name or policy}.jsonl", batch_size=args.batch_size)
     # The table holds every result file of the folder: several models can share one report.
     names = [f.stem for f in out.glob("*.jsonl") if not f.name.endswith(".errors.jsonl")]
     order = {"full": 0, "low": 1, "oracle": 3}
@@ -200,7 +205,7 @@ def cmd_curate(args: argparse.Namespace) -> None:
     else:
         oracle = OCROracle() if args.oracle == "ocr" else GroundTruthOracle()
     records = _records(args)
-    summary = curate(records, _engine(args, "full"), judge, oracle, config)
+    summary = curate(records, _engine(args, _model_dir(args, "full")), judge, oracle, config)
     print(json.dumps(summary, indent=2))
     print(f"trajectories in {Path(args.out) / 'trajectories.jsonl'}, summary in {Path(args.out) / 'summary.json'}")
 

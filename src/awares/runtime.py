@@ -232,10 +232,11 @@ class Engine:
             follow_ups = [turn2_messages(conversations[i], turn1.texts[i], calls[i][1]) for i in rows]
             turn2, seconds2 = self._timed(self.backend.extend, turn1.session, rows, follow_ups)
             for i, text in zip(rows, turn2.texts):
-                results[i].answer = text.strip()
                 if isinstance(parse_response(text), CropCall):  # one tool round is run: a second call is no answer
                     results[i].answer = ""
                     results[i].parse_error = "turn 2 asked for crops again; only one tool round is run"
+                else:
+                    results[i].answer = text.strip()
                 results[i].turns.append(text)
                 results[i].seconds.append(seconds2)
         return results

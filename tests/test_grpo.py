@@ -2,6 +2,7 @@ import json
 
 import pytest
 import torch
+from transformers import AutoModelForImageTextToText
 
 from awares.crops import extract_crops, low_res_view
 from awares.curate import ImageStore, trajectory
@@ -10,7 +11,16 @@ from awares.models import load_processor
 from awares.protocol import SYSTEM_PROMPT
 from awares.runtime import Result
 from awares.train.collate import ChatCollator
-from awares.train.grpo import GRPOConfig, conversation, group_advantages, policy_loss, train_grpo
+from awares.train.common import WeightOptions, load_trainable, plain
+from awares.train.grpo import (
+    GRPOConfig,
+    conversation,
+    group_advantages,
+    policy_loss,
+    reference_logprobs,
+    token_logprobs,
+    train_grpo,
+)
 from awares.train.rewards import CorrectnessReward, CropCostReward, FormatReward
 
 from .conftest import Scripted
@@ -119,6 +129,7 @@ def test_two_grpo_steps_log_save_and_resume(tmp_path, tiny_dir, prompts):
     log = [json.loads(line) for line in (tmp_path / "grpo" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2]
     assert {"reward", "reward_correct", "reward_cost", "accuracy", "call_rate", "rtr", "kl", "loss"} <= set(log[0])
+    assert {"call_rate_crop", "call_rate_direct"} <= set(log[0])
     assert all(0 <= r["call_rate"] <= 1 and 0.2 < r["rtr"] <= 2.5 for r in log)
     before = load_processor(tiny_dir)  # the processor travels with the policy
     assert (final / "model.safetensors").is_file() and load_processor(
@@ -129,3 +140,52 @@ def test_two_grpo_steps_log_save_and_resume(tmp_path, tiny_dir, prompts):
     log = [json.loads(line) for line in (tmp_path / "grpo" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3]
     assert json.loads((final / "train_log.json").read_text())["resumed_from_step"] == 2
+
+
+def test_lora_reference_is_the_policy_without_its_adapter_and_merges_into_attention(tiny_dir):
+    sample = next(generate("test", 1))
+    result = Result(policy="crops", answer="red", turns=["red"])
+    messages = conversation(low_res_view(sample.image), sample.question, result, [], SYSTEM_PROMPT)
+    batch = ChatCollator(load_processor(tiny_dir))([messages])
+    start = AutoModelForImageTextToText.from_pretrained(tiny_dir)
+    options = WeightOptions(lora=True, freeze_vision=True)
+    policy = load_trainable(tiny_dir, options)
+    with torch.no_grad():
+        for name, weight in policy.named_parameters():
+            if "lora_B" in name:
+                weight.normal_(0, 0.5)  # a trained adapter
+        (ref,) = reference_logprobs(policy, None, [batch])
+        assert torch.allclose(ref, token_logprobs(start, batch)[0], atol=1e-5)
+        assert not torch.allclose(ref, token_logprobs(policy, batch)[0], atol=1e-3)
+    merged = plain(policy, options).state_dict()
+    before = start.state_dict()
+    assert merged.keys() == before.keys()  # a plain checkpoint: no adapter weights left
+    changed = {k for k in before if not torch.equal(before[k], merged[k])}
+    assert changed and all("language_model" in k and "self_attn" in k for k in changed)
+
+
+def test_lora_grpo_runs_and_saves_a_plain_model(tmp_path, tiny_dir, prompts):
+    config = GRPOConfig(
+        data=str(prompts),
+        model=str(tiny_dir),
+        output_dir=str(tmp_path / "grpo"),
+        max_steps=1,
+        prompts_per_step=2,
+        group_size=2,
+        max_new_tokens=6,
+        lora=True,
+    )
+    final = train_grpo(config)
+    assert json.loads((tmp_path / "grpo" / "log.jsonl").read_text())["kl"] == 0.0  # step 1: policy = reference
+    assert not (final / "adapter_config.json").exists()
+    keys = AutoModelForImageTextToText.from_pretrained(final).state_dict().keys()
+    assert keys == AutoModelForImageTextToText.from_pretrained(tiny_dir).state_dict().keys()
+
+
+def test_weights_load_in_the_chosen_dtype_and_reject_others(tiny_dir):
+    model = load_trainable(tiny_dir, WeightOptions(dtype="bfloat16", lora=True))
+    dtypes = {n.split(".")[-2] if "lora_" in n else "base": p.dtype for n, p in model.named_parameters()}
+    assert dtypes["base"] == torch.bfloat16 and dtypes["default"] == torch.float32  # adapters stay float32
+    for bad in ("float8", "int8", "Tensor"):
+        with pytest.raises(ValueError, match="dtype"):
+            WeightOptions(dtype=bad).torch_dtype()

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import tomllib
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import TrainingArguments
+from transformers import AutoModelForImageTextToText, TrainingArguments
 
 
 class TomlConfig:
@@ -32,6 +32,50 @@ class TomlConfig:
             if value:
                 setattr(config, key, value)
         return config
+
+
+@dataclass
+class WeightOptions:
+    """Which weights a trainer updates and their dtype: all, or a PEFT LoRA on the language model's
+    attention (the vision tower untouched), the vision tower frozen or not. Saved checkpoints are
+    plain (LoRA merged). ``bfloat16`` with ``lora`` is the setting for a 7B checkpoint on one GPU."""
+
+    dtype: str = "float32"  # float32, bfloat16 or float16
+    freeze_vision: bool = False
+    lora: bool = False
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+    def torch_dtype(self) -> torch.dtype:
+        dtype = getattr(torch, self.dtype, None)
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise ValueError(f"dtype must be float32, bfloat16 or float16, not {self.dtype!r}")
+        return dtype
+
+
+def load_trainable(path: str | Path, options: WeightOptions) -> Any:
+    """The checkpoint at ``path`` ready to train as ``options`` say."""
+    model = AutoModelForImageTextToText.from_pretrained(path, dtype=options.torch_dtype())
+    if options.freeze_vision:
+        model.model.visual.requires_grad_(False)
+    if not options.lora:
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(
+        r=options.lora_r,
+        lora_alpha=options.lora_alpha,
+        lora_dropout=options.lora_dropout,
+        target_modules=rf".*language_model.*\.({'|'.join(options.lora_targets)})",  # the LLM only
+    )
+    return get_peft_model(model, lora)
+
+
+def plain(model: Any, options: WeightOptions) -> Any:
+    """The trained model as a plain checkpoint: LoRA merged into the weights."""
+    return model.merge_and_unload() if options.lora else model
 
 
 def training_arguments(out: Path, config: Any, **overrides: Any) -> TrainingArguments:

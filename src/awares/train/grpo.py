@@ -32,13 +32,16 @@ from ..models.processor import save_processor
 from ..protocol import Message, turn1_messages, turn2_messages
 from ..runtime import Engine, Request, Result, RuntimeConfig
 from .collate import IGNORE_INDEX, ChatCollator
-from .common import TomlConfig
+from .common import TomlConfig, WeightOptions, load_trainable, plain
 from .rewards import CorrectnessReward, CropCostReward, FormatReward
 
 
 @dataclass
-class GRPOConfig(TomlConfig):
-    """The GRPO run; loadable from TOML (`configs/grpo.toml`). Paper values where they fit."""
+class GRPOConfig(WeightOptions, TomlConfig):
+    """The GRPO run; loadable from TOML (`configs/grpo.toml`). Paper values where they fit.
+
+    With ``lora = true`` the reference is the policy with its adapter switched off, not a second
+    copy of the model: with ``dtype = "bfloat16"`` that is what fits a 7B policy on one GPU."""
 
     data: str = "runs/curate/trajectories.jsonl"  # prompts: image, question, answers, label
     model: str = "runs/sft/final"  # policy init and frozen reference
@@ -123,6 +126,11 @@ def rollout(engine: Engine, prompts: list[tuple[Image.Image, str]], group_size: 
     return out
 
 
+def call_rate(results: list[Result]) -> float | None:
+    """Share of rollouts that called the tool (None when there are none): the collapse watch."""
+    return sum(len(r.turns) > 1 for r in results) / len(results) if results else None
+
+
 def group_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-4) -> torch.Tensor:
     """(R - group mean) / (group std + eps) for consecutive groups of ``group_size``."""
     groups = rewards.view(-1, group_size)
@@ -137,6 +145,16 @@ def token_logprobs(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Te
     mask = labels != IGNORE_INDEX
     logprobs = torch.log_softmax(logits, dim=-1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
     return logprobs, mask.float()
+
+
+def reference_logprobs(policy: Any, reference: Any, batches: list[dict[str, torch.Tensor]]) -> list[torch.Tensor]:
+    """Log-probs under the frozen reference: ``reference``, or when it is None (LoRA) the policy
+    with its adapter switched off."""
+    with torch.no_grad():
+        if reference is not None:
+            return [token_logprobs(reference, b)[0] for b in batches]
+        with policy.disable_adapter():
+            return [token_logprobs(policy, b)[0] for b in batches]
 
 
 def policy_loss(
@@ -195,12 +213,14 @@ def train_grpo(config: GRPOConfig) -> Path:
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     prompts = PromptSet(config.data)
     processor = load_processor(config.model)
-    policy = AutoModelForImageTextToText.from_pretrained(config.model, dtype=torch.float32)
-    reference = AutoModelForImageTextToText.from_pretrained(config.model, dtype=torch.float32).eval()
-    reference.requires_grad_(False)
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=config.learning_rate, weight_decay=0.0)
+    policy = load_trainable(config.model, config)
+    reference = None
+    if not config.lora:
+        reference = AutoModelForImageTextToText.from_pretrained(config.model, dtype=config.torch_dtype()).eval()
+        reference.requires_grad_(False).to(accelerator.device)
+    trained = [p for p in policy.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trained, lr=config.learning_rate, weight_decay=0.0)
     policy, optimizer = accelerator.prepare(policy, optimizer)
-    reference.to(accelerator.device)
     sampling = {"do_sample": True, "temperature": config.temperature, "top_k": 0, "top_p": 1.0}
     runtime = RuntimeConfig(
         max_new_tokens=config.max_new_tokens, batch_size=64, sampling=sampling, on_malformed=config.on_malformed
@@ -227,12 +247,15 @@ def train_grpo(config: GRPOConfig) -> Path:
                 policy, reference, optimizer, accelerator, collator, rollouts, advantages, config
             )
             results = [r.result for r in rollouts]
+            labels = [p.get("label", "direct") for p in batch_prompts for _ in range(config.group_size)]
+            by_label = {t: [r for r, tag in zip(results, labels) if tag == t] for t in ("crop", "direct")}
             row = {
                 "step": step,
                 "reward": rewards.mean().item(),
                 **{f"reward_{k}": v.mean().item() for k, v in parts.items()},
                 "accuracy": parts["correct"].mean().item(),
-                "call_rate": sum(len(r.turns) > 1 for r in results) / len(results),
+                "call_rate": call_rate(results),
+                **{f"call_rate_{t}": call_rate(chosen) for t, chosen in by_label.items()},
                 "rtr": sum(r.rtr for r in results) / len(results),
                 "kl": kl_value,
                 "loss": loss_value,
@@ -243,7 +266,7 @@ def train_grpo(config: GRPOConfig) -> Path:
             if step % config.save_steps == 0 or step == config.max_steps:
                 accelerator.save_state(str(out / "checkpoints" / f"step-{step}"))
     final = out / "final"
-    accelerator.unwrap_model(policy).save_pretrained(final)
+    plain(accelerator.unwrap_model(policy), config).save_pretrained(final)
     save_processor(processor, final)
     summary = {"config": asdict(config), "resumed_from_step": start, "seconds": time.perf_counter() - began}
     (final / "train_log.json").write_text(json.dumps(summary | {"log": list(rows(log_file))}, indent=2))
@@ -259,8 +282,8 @@ def _update(policy, reference, optimizer, accelerator, collator, rollouts, advan
     batches = [
         {k: v.to(accelerator.device) for k, v in collator([rollouts[i].messages for i in c]).items()} for c in chunks
     ]
+    ref = reference_logprobs(accelerator.unwrap_model(policy), reference, batches)
     with torch.no_grad():
-        ref = [token_logprobs(reference, b)[0] for b in batches]
         # With one update per batch the rollout policy is the current one: its log-probs are the
         # detached new ones, no extra forward pass needed.
         old = [token_logprobs(policy, b)[0] for b in batches] if config.num_iterations > 1 else [None] * len(batches)

@@ -8,14 +8,13 @@ weights. The collator builds labels and weights; ``WeightedLossTrainer`` applies
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
-from transformers import AutoModelForImageTextToText, Trainer, set_seed
+from transformers import Trainer, set_seed
 
 from ..errors import InputError
 from ..images import load_image
@@ -25,12 +24,21 @@ from ..models.default import default_base_dir
 from ..models.processor import save_processor
 from ..protocol import Message
 from .collate import IGNORE_INDEX, ChatCollator
-from .common import TomlConfig, last_checkpoint, training_arguments, write_train_log
+from .common import (
+    TomlConfig,
+    WeightOptions,
+    last_checkpoint,
+    load_trainable,
+    plain,
+    training_arguments,
+    write_train_log,
+)
 
 
 @dataclass
-class SFTConfig(TomlConfig):
-    """The SFT run; loadable from TOML (`configs/sft.toml`). Defaults: the paper's recipe."""
+class SFTConfig(WeightOptions, TomlConfig):
+    """The SFT run; loadable from TOML (`configs/sft.toml`). Defaults: the paper's recipe
+    (which trains a LoRA: ``lora = true`` for a real checkpoint)."""
 
     data: str = "runs/curate/trajectories.jsonl"
     model: str = ""  # checkpoint to start from; empty: the embedded base model
@@ -42,12 +50,6 @@ class SFTConfig(TomlConfig):
     warmup_ratio: float = 0.05
     weight_decay: float = 0.001
     call_weight: float = 5.0  # loss weight of the tool-call turn's tokens
-    freeze_vision: bool = False
-    lora: bool = False  # PEFT LoRA on the language model's attention; merged into the saved model
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
-    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     seed: int = 0
     logging_steps: int = 10
     save_steps: int = 200
@@ -106,24 +108,6 @@ class WeightedLossTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
 
-def _prepare(model: Any, config: SFTConfig) -> Any:
-    if config.freeze_vision:
-        for parameter in model.model.visual.parameters():
-            parameter.requires_grad_(False)
-    if not config.lora:
-        return model
-    from peft import LoraConfig, get_peft_model
-
-    targets = "|".join(config.lora_targets)
-    lora = LoraConfig(
-        r=config.lora_r,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
-        target_modules=rf".*language_model.*\.({targets})",  # the LLM only, not the vision tower
-    )
-    return get_peft_model(model, lora)
-
-
 def train_sft(config: SFTConfig) -> Path:
     """Fine-tune on the trajectories; save a plain (LoRA-merged) checkpoint to ``output_dir/final``."""
     set_seed(config.seed)
@@ -132,7 +116,7 @@ def train_sft(config: SFTConfig) -> Path:
     for error in dataset.errors:
         print(f"awares: skipping trajectory {error}")
     processor = load_processor(source)
-    model = _prepare(AutoModelForImageTextToText.from_pretrained(source, dtype=torch.float32), config)
+    model = load_trainable(source, config)
     out = Path(config.output_dir)
     args = training_arguments(
         out,
@@ -151,8 +135,7 @@ def train_sft(config: SFTConfig) -> Path:
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(resumed_from) if resumed_from else None)
     final = out / "final"
-    trained = trainer.model.merge_and_unload() if config.lora else trainer.model
-    trained.save_pretrained(final)
+    plain(trainer.model, config).save_pretrained(final)
     save_processor(processor, final)
     seconds = time.perf_counter() - started
     write_train_log(final, config, trainer, seconds, resumed_from, source=str(source), trajectories=len(dataset))

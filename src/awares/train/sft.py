@@ -46,6 +46,7 @@ class SFTConfig(WeightOptions, TomlConfig):
     epochs: float = 2.0
     max_steps: int = -1  # > 0 overrides epochs
     batch_size: int = 8
+    gradient_accumulation_steps: int = 1  # the paper's effective batch is 128
     learning_rate: float = 1e-4
     warmup_ratio: float = 0.05
     weight_decay: float = 0.001
@@ -124,6 +125,7 @@ def train_sft(config: SFTConfig) -> Path:
         num_train_epochs=config.epochs,
         max_steps=config.max_steps,
         warmup_steps=config.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
     )
     trainer = WeightedLossTrainer(
         model=model,

@@ -1,4 +1,5 @@
 import json
+import shutil
 
 from awares.cli import main
 from awares.data import generate, write_dataset
@@ -31,6 +32,27 @@ def test_eval_writes_results_table_and_plot_and_resumes(tmp_path, tiny_dir, caps
     table = capsys.readouterr().out
     assert "| sft | 6 |" in table and "| full | 6 |" in table and table.index("| low |") < table.index("| sft |")
     assert main(args + ["--name", "x"]) == 2  # a name for several policies is refused
+
+
+def test_eval_refuses_to_mix_results_of_another_model_or_setting(tmp_path, tiny_dir, capsys):
+    data = write_dataset(generate("test", 2), tmp_path / "ds")
+    model = tmp_path / "model"
+    shutil.copytree(tiny_dir, model)
+    out = tmp_path / "eval"
+    args = eval_args(data, model, out, "--policy", "low")
+    assert main(args) == 0
+    rows = (out / "low.jsonl").read_text()
+    assert main(args + ["--low-res-scale", "0.25"]) == 2
+    assert "low_res_scale: 0.5 then, 0.25 now" in capsys.readouterr().err
+    weights = model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\0")  # retrained in place: same directory
+    assert main(args) == 2
+    assert "model.safetensors" in capsys.readouterr().err
+    assert (out / "low.jsonl").read_text() == rows  # nothing lost, nothing mixed in
+    (out / "low.run.json").unlink()  # results whose run is unknown cannot be extended either
+    assert main(args) == 2
+    assert "no record of the run" in capsys.readouterr().err
+    assert main(eval_args(data, model, tmp_path / "fresh", "--policy", "low")) == 0
 
 
 def test_eval_skips_bad_rows_and_unreadable_images(tmp_path, tiny_dir, capsys):

@@ -93,6 +93,13 @@ class Engine:
         self.config = config or RuntimeConfig()
         self.grid = VisionGrid.from_processor(backend.processor)
 
+    def describe(self) -> dict[str, Any]:
+        """What determines this engine's answers: the backend's model (``describe()`` when it has
+        one) and every runtime setting but the batch size. Evaluation files record it."""
+        describe = getattr(self.backend, "describe", None)
+        settings = {k: v for k, v in asdict(self.config).items() if k != "batch_size"}
+        return {"model": describe() if describe else type(self.backend).__name__, "runtime": settings}
+
     def answer(
         self, image: Image.Image | str, question: str, policy: Policy = "crops", oracle_crops: Sequence[str] = ()
     ) -> Result:

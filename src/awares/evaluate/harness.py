@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from collections import Counter
@@ -12,7 +13,7 @@ from tqdm.auto import tqdm
 
 from ..crops import boxes_to_crops
 from ..data import Record
-from ..errors import AwaresError
+from ..errors import AwaresError, InputError
 from ..images import load_image
 from ..jsonl import append, done_ids, open_append, rows
 from ..runtime import Engine, Request, Result
@@ -28,7 +29,9 @@ def oracle_crops(record: Record, size: tuple[int, int]) -> tuple[str, ...]:
 
 
 def run_policy(engine: Engine, records: list[Record], policy: str, out_file: Path, batch_size: int = 8) -> None:
-    """Append one result line per record to ``out_file``, skipping records already there."""
+    """Append one result line per record to ``out_file``, skipping records already there, which
+    must come from the same run (policy, model, runtime settings): see ``check_provenance``."""
+    check_provenance(out_file, {"policy": policy, **engine.describe()})
     done = done_ids(out_file)
     todo = [r for r in records if r.id not in done]
     with (
@@ -52,6 +55,38 @@ def run_policy(engine: Engine, records: list[Record], policy: str, out_file: Pat
                 }
                 append(out, row)
             bar.update(len(batch))
+
+
+def check_provenance(out_file: Path, run: dict[str, Any]) -> None:
+    """Record ``run`` in ``<out_file>.run.json`` before the first result; refuse to add results of
+    a different run (another model, retrained weights, other settings) to results already there."""
+    record = out_file.with_suffix(".run.json")
+    known = json.loads(record.read_text()) if record.is_file() else None
+    has_rows = bool(done_ids(out_file))
+    if known is None and not has_rows:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps(run, indent=2, default=str))
+        return
+    run = json.loads(json.dumps(run, default=str))  # compare as stored
+    if known == run:
+        return
+    why = "no record of the run that made them" if known is None else _differences(known, run)
+    raise InputError(
+        f"{out_file} holds results of another run ({why}); give another output folder or name, "
+        f"or delete {out_file.name} and {record.name} to start over"
+    )
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> str:
+    keys = sorted(set(old) | set(new))
+    parts = []
+    for key in keys:
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            parts += [p for p in [_differences(a, b, f"{prefix}{key}.")] if p]
+        elif a != b:
+            parts.append(f"{prefix}{key}: {a!r} then, {b!r} now")
+    return "; ".join(parts)
 
 
 def _request(record: Record, policy: str) -> Request:

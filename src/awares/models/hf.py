@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,8 +56,9 @@ def _check_model_dir(path: Path) -> None:
 class HFBackend:
     """A local Qwen2-VL / Qwen2.5-VL checkpoint run with transformers (CPU, or CUDA with bf16)."""
 
-    def __init__(self, model: Any, processor: Any):
+    def __init__(self, model: Any, processor: Any, source: Path | None = None):
         self.model = model.eval()
+        self.source = source
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.image_token_id = processor.image_token_id
@@ -79,7 +81,18 @@ class HFBackend:
             model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch_dtype, local_files_only=True)
         except Exception as err:  # any failure to read user-supplied files is reported, not raised
             raise ModelLoadError(f"cannot load model from {path}: {err}") from err
-        return cls(model.to(device), processor)
+        return cls(model.to(device), processor, path)
+
+    def describe(self) -> dict[str, Any]:
+        """What identifies this model's answers: its directory, a SHA-256 of each weight file (a
+        retrained checkpoint in the same place differs; seconds for a 7B model), dtype and device."""
+        weights = {}
+        if self.source is not None:
+            for file in sorted([*self.source.glob("*.safetensors"), *self.source.glob("*.bin")]):
+                with file.open("rb") as f:
+                    weights[file.name] = hashlib.file_digest(f, "sha256").hexdigest()
+        source = str(self.source.resolve()) if self.source is not None else None
+        return {"path": source, "weights": weights, "dtype": str(self.model.dtype), "device": str(self.device)}
 
     @property
     def device(self) -> torch.device:

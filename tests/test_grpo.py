@@ -189,3 +189,22 @@ def test_weights_load_in_the_chosen_dtype_and_reject_others(tiny_dir):
     for bad in ("float8", "int8", "Tensor"):
         with pytest.raises(ValueError, match="dtype"):
             WeightOptions(dtype=bad).torch_dtype()
+
+
+def test_prompt_draws_are_seeded_and_balanced_on_request(tmp_path):
+    from awares.train.grpo import PromptSet
+
+    path = tmp_path / "trajectories.jsonl"
+    labels = ["crop"] * 2 + ["direct"] * 8
+    path.write_text(
+        "".join(
+            json.dumps({"id": str(i), "label": t, "image": "x.png", "question": "q", "answers": ["a"]}) + "\n"
+            for i, t in enumerate(labels)
+        )
+    )
+    prompt_set = PromptSet(path)
+    balanced = prompt_set.sample(6, seed=3, balance=True)
+    assert [p["label"] for p in balanced] == ["crop", "direct"] * 3
+    mixed = prompt_set.sample(8, seed=3, balance=False)
+    assert mixed == prompt_set.sample(8, seed=3, balance=False) != prompt_set.sample(8, seed=4, balance=False)
+    assert len({p["id"] for p in mixed}) == 8  # the curated mix, drawn without replacement

@@ -65,7 +65,9 @@ class GRPOConfig(WeightOptions, TomlConfig):
     # What a malformed call does in rollouts: fetch `all` (the runtime's default) or count as the
     # answer. With "all" a policy can reach the whole image by writing a broken call (seen at 200 steps).
     on_malformed: str = "all"
-    balance_labels: bool = True  # each step draws as many `crop` as `direct` prompts (anti-collapse)
+    # True: each step draws as many `crop` as `direct` prompts, a guard against tool-use collapse.
+    # False (the paper): the curated mix, which did not collapse here and let GRPO drop needless calls.
+    balance_labels: bool = False
     seed: int = 0
     save_steps: int = 20
 

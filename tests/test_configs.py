@@ -28,7 +28,8 @@ def test_the_7b_configs_train_a_bfloat16_lora_with_the_papers_recipe():
     sft = SFTConfig.from_toml(ROOT / "configs/qwen2.5-vl-7b/sft.toml")
     grpo = GRPOConfig.from_toml(ROOT / "configs/qwen2.5-vl-7b/grpo.toml")
     for config in (sft, grpo):
-        assert config.lora and config.freeze_vision and config.torch_dtype() == torch.bfloat16
+        assert config.lora and config.freeze_vision and config.gradient_checkpointing
+        assert config.torch_dtype() == torch.bfloat16
     assert sft.batch_size * sft.gradient_accumulation_steps == 128 and sft.call_weight == 5.0
     assert (grpo.group_size, grpo.beta, grpo.miss_penalty, grpo.on_malformed) == (8, 0.05, 2.0, "answer")
 

@@ -182,6 +182,22 @@ def test_lora_grpo_runs_and_saves_a_plain_model(tmp_path, tiny_dir, prompts):
     assert keys == AutoModelForImageTextToText.from_pretrained(tiny_dir).state_dict().keys()
 
 
+def test_gradient_checkpointing_gives_the_same_gradients(tiny_dir):
+    sample = next(generate("test", 1))
+    result = Result(policy="crops", answer="red", turns=["GET_CROPS: ['0']", "red"], crops=("0",))
+    crops = extract_crops(sample.image, ["0"])
+    messages = conversation(low_res_view(sample.image), sample.question, result, crops, SYSTEM_PROMPT)
+    batch = ChatCollator(load_processor(tiny_dir))([messages])
+    grads = []
+    for checkpointing in (False, True):
+        model = load_trainable(tiny_dir, WeightOptions(gradient_checkpointing=checkpointing)).train()
+        logprobs, mask = token_logprobs(model, batch)
+        (-(logprobs * mask).sum()).backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert model.is_gradient_checkpointing and grads[0].keys() == grads[1].keys()
+    assert all(torch.allclose(grads[0][n], grads[1][n], atol=1e-5) for n in grads[0])
+
+
 def test_weights_load_in_the_chosen_dtype_and_reject_others(tiny_dir):
     model = load_trainable(tiny_dir, WeightOptions(dtype="bfloat16", lora=True))
     dtypes = {n.split(".")[-2] if "lora_" in n else "base": p.dtype for n, p in model.named_parameters()}

@@ -41,6 +41,7 @@ class WeightOptions:
     plain (LoRA merged). ``bfloat16`` with ``lora`` is the setting for a 7B checkpoint on one GPU."""
 
     dtype: str = "float32"  # float32, bfloat16 or float16
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory
     freeze_vision: bool = False
     lora: bool = False
     lora_r: int = 8
@@ -60,6 +61,8 @@ def load_trainable(path: str | Path, options: WeightOptions) -> Any:
     model = AutoModelForImageTextToText.from_pretrained(path, dtype=options.torch_dtype())
     if options.freeze_vision:
         model.model.visual.requires_grad_(False)
+    if options.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if not options.lora:
         return model
     from peft import LoraConfig, get_peft_model

@@ -55,7 +55,8 @@ class GRPOConfig(WeightOptions, TomlConfig):
     beta: float = 0.05  # KL to the reference
     clip_epsilon: float = 0.2
     num_iterations: int = 1  # policy updates per batch of rollouts
-    micro_batch_size: int = 16
+    micro_batch_size: int = 16  # conversations per forward/backward pass in the update
+    rollout_batch_size: int = 64  # conversations generated together
     max_grad_norm: float = 1.0
     miss_penalty: float = 2.0
     call_cost: float = 0.25
@@ -225,7 +226,10 @@ def train_grpo(config: GRPOConfig) -> Path:
     policy, optimizer = accelerator.prepare(policy, optimizer)
     sampling = {"do_sample": True, "temperature": config.temperature, "top_k": 0, "top_p": 1.0}
     runtime = RuntimeConfig(
-        max_new_tokens=config.max_new_tokens, batch_size=64, sampling=sampling, on_malformed=config.on_malformed
+        max_new_tokens=config.max_new_tokens,
+        batch_size=config.rollout_batch_size,
+        sampling=sampling,
+        on_malformed=config.on_malformed,
     )
     engine = Engine(HFBackend(accelerator.unwrap_model(policy), processor), runtime)
     collator = ChatCollator(processor)

@@ -49,7 +49,11 @@ def test_eval_refuses_to_mix_results_of_another_model_or_setting(tmp_path, tiny_
     assert main(args) == 2
     assert "model.safetensors" in capsys.readouterr().err
     assert (out / "low.jsonl").read_text() == rows  # nothing lost, nothing mixed in
-    (out / "low.run.json").unlink()  # results whose run is unknown cannot be extended either
+    record = out / "low.run.json"
+    record.write_text("{cut")  # results whose run is unreadable or unknown cannot be extended either
+    assert main(args) == 2
+    assert "no record of the run" in capsys.readouterr().err
+    record.unlink()
     assert main(args) == 2
     assert "no record of the run" in capsys.readouterr().err
     assert main(eval_args(data, model, tmp_path / "fresh", "--policy", "low")) == 0

@@ -61,7 +61,10 @@ def check_provenance(out_file: Path, run: dict[str, Any]) -> None:
     """Record ``run`` in ``<out_file>.run.json`` before the first result; refuse to add results of
     a different run (another model, retrained weights, other settings) to results already there."""
     record = out_file.with_suffix(".run.json")
-    known = json.loads(record.read_text()) if record.is_file() else None
+    try:
+        known = json.loads(record.read_text()) if record.is_file() else None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        known = None  # an unreadable record proves nothing
     has_rows = bool(done_ids(out_file))
     if known is None and not has_rows:
         record.parent.mkdir(parents=True, exist_ok=True)

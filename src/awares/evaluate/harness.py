@@ -31,8 +31,8 @@ def oracle_crops(record: Record, size: tuple[int, int]) -> tuple[str, ...]:
 def run_policy(engine: Engine, records: list[Record], policy: str, out_file: Path, batch_size: int = 8) -> None:
     """Append one result line per record to ``out_file``, skipping records already there, which
     must come from the same run (policy, model, runtime settings): see ``check_provenance``."""
-    check_provenance(out_file, {"policy": policy, **engine.describe()})
     done = done_ids(out_file)
+    check_provenance(out_file, {"policy": policy, **engine.describe()}, has_results=bool(done))
     todo = [r for r in records if r.id not in done]
     with (
         open_append(out_file) as out,
@@ -57,16 +57,16 @@ def run_policy(engine: Engine, records: list[Record], policy: str, out_file: Pat
             bar.update(len(batch))
 
 
-def check_provenance(out_file: Path, run: dict[str, Any]) -> None:
+def check_provenance(out_file: Path, run: dict[str, Any], has_results: bool) -> None:
     """Record ``run`` in ``<out_file>.run.json`` before the first result; refuse to add results of
-    a different run (another model, retrained weights, other settings) to results already there."""
+    a different run (another model, retrained weights, other settings) when ``out_file`` already
+    ``has_results``."""
     record = out_file.with_suffix(".run.json")
     try:
         known = json.loads(record.read_text()) if record.is_file() else None
     except (json.JSONDecodeError, UnicodeDecodeError):
         known = None  # an unreadable record proves nothing
-    has_rows = bool(done_ids(out_file))
-    if known is None and not has_rows:
+    if known is None and not has_results:
         record.parent.mkdir(parents=True, exist_ok=True)
         record.write_text(json.dumps(run, indent=2, default=str))
         return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,14 +86,24 @@ class HFBackend:
 
     def describe(self) -> dict[str, Any]:
         """What identifies this model's answers: its directory, a SHA-256 of each weight file (a
-        retrained checkpoint in the same place differs; seconds for a 7B model), dtype and device."""
-        weights = {}
+        retrained checkpoint in the same place differs), dtype and device."""
+        source = str(self.source.resolve()) if self.source is not None else None
+        return {
+            "path": source,
+            "weights": self._weight_digests,
+            "dtype": str(self.model.dtype),
+            "device": str(self.device),
+        }
+
+    @functools.cached_property
+    def _weight_digests(self) -> dict[str, str]:
+        """SHA-256 per weight file, read once per loaded model (seconds for a 7B checkpoint)."""
+        digests = {}
         if self.source is not None:
             for file in sorted([*self.source.glob("*.safetensors"), *self.source.glob("*.bin")]):
                 with file.open("rb") as f:
-                    weights[file.name] = hashlib.file_digest(f, "sha256").hexdigest()
-        source = str(self.source.resolve()) if self.source is not None else None
-        return {"path": source, "weights": weights, "dtype": str(self.model.dtype), "device": str(self.device)}
+                    digests[file.name] = hashlib.file_digest(f, "sha256").hexdigest()
+        return digests
 
     @property
     def device(self) -> torch.device:

@@ -71,14 +71,33 @@ def test_policy_loss_clips_masks_and_penalises_kl():
     assert kl.item() == pytest.approx(torch.e - 2, rel=1e-5)  # k3 estimator at ref - new = 1
 
 
+def rollout_batch(tiny_dir, turns, crop_ids=()):
+    """One finished rollout on a test sample (``turns`` written by the policy), as chat messages and
+    as the collated batch the loss re-scores."""
+    sample = next(generate("test", 1))
+    result = Result(policy="crops", answer=turns[-1], turns=turns, crops=tuple(crop_ids))
+    crops = extract_crops(sample.image, list(crop_ids))
+    messages = conversation(low_res_view(sample.image), sample.question, result, crops, SYSTEM_PROMPT)
+    return messages, ChatCollator(load_processor(tiny_dir))([messages])
+
+
+def tiny_grpo(tmp_path, tiny_dir, prompts, **overrides):
+    """A GRPO run small enough for a test: 2 prompts x G = 2 per step, 6 new tokens."""
+    return GRPOConfig(
+        data=str(prompts),
+        model=str(tiny_dir),
+        output_dir=str(tmp_path / "grpo"),
+        prompts_per_step=2,
+        group_size=2,
+        max_new_tokens=6,
+        **overrides,
+    )
+
+
 def test_only_policy_tokens_are_actions_in_a_rollout(tiny_dir):
     processor = load_processor(tiny_dir)
-    sample = next(generate("test", 1))
-    crops = extract_crops(sample.image, ["0", "5"])
-    result = Result(policy="crops", answer="red", turns=["GET_CROPS: ['0', '5']", "red"], crops=("0", "5"))
-    messages = conversation(low_res_view(sample.image), sample.question, result, crops, SYSTEM_PROMPT)
+    messages, batch = rollout_batch(tiny_dir, ["GET_CROPS: ['0', '5']", "red"], ["0", "5"])
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "user", "assistant"]
-    batch = ChatCollator(processor)([messages])
     ids, labels = batch["input_ids"][0], batch["labels"][0]
     acted = ids[labels != -100]
     assert processor.tokenizer.decode(acted) == "GET_CROPS: ['0', '5']<|im_end|>red<|im_end|>"
@@ -114,17 +133,7 @@ def test_malformed_calls_in_rollouts_can_be_answers_instead_of_whole_image_fetch
 
 
 def test_two_grpo_steps_log_save_and_resume(tmp_path, tiny_dir, prompts):
-    config = GRPOConfig(
-        data=str(prompts),
-        model=str(tiny_dir),
-        output_dir=str(tmp_path / "grpo"),
-        max_steps=2,
-        prompts_per_step=2,
-        group_size=2,
-        max_new_tokens=6,
-        learning_rate=1e-3,
-        save_steps=1,
-    )
+    config = tiny_grpo(tmp_path, tiny_dir, prompts, max_steps=2, learning_rate=1e-3, save_steps=1)
     final = train_grpo(config)
     log = [json.loads(line) for line in (tmp_path / "grpo" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2]
@@ -143,10 +152,7 @@ def test_two_grpo_steps_log_save_and_resume(tmp_path, tiny_dir, prompts):
 
 
 def test_lora_reference_is_the_policy_without_its_adapter_and_merges_into_attention(tiny_dir):
-    sample = next(generate("test", 1))
-    result = Result(policy="crops", answer="red", turns=["red"])
-    messages = conversation(low_res_view(sample.image), sample.question, result, [], SYSTEM_PROMPT)
-    batch = ChatCollator(load_processor(tiny_dir))([messages])
+    _, batch = rollout_batch(tiny_dir, ["red"])
     start = AutoModelForImageTextToText.from_pretrained(tiny_dir)
     options = WeightOptions(lora=True, freeze_vision=True)
     policy = load_trainable(tiny_dir, options)
@@ -165,16 +171,7 @@ def test_lora_reference_is_the_policy_without_its_adapter_and_merges_into_attent
 
 
 def test_lora_grpo_runs_and_saves_a_plain_model(tmp_path, tiny_dir, prompts):
-    config = GRPOConfig(
-        data=str(prompts),
-        model=str(tiny_dir),
-        output_dir=str(tmp_path / "grpo"),
-        max_steps=1,
-        prompts_per_step=2,
-        group_size=2,
-        max_new_tokens=6,
-        lora=True,
-    )
+    config = tiny_grpo(tmp_path, tiny_dir, prompts, max_steps=1, lora=True)
     final = train_grpo(config)
     assert json.loads((tmp_path / "grpo" / "log.jsonl").read_text())["kl"] == 0.0  # step 1: policy = reference
     assert not (final / "adapter_config.json").exists()
@@ -183,11 +180,7 @@ def test_lora_grpo_runs_and_saves_a_plain_model(tmp_path, tiny_dir, prompts):
 
 
 def test_gradient_checkpointing_gives_the_same_gradients(tiny_dir):
-    sample = next(generate("test", 1))
-    result = Result(policy="crops", answer="red", turns=["GET_CROPS: ['0']", "red"], crops=("0",))
-    crops = extract_crops(sample.image, ["0"])
-    messages = conversation(low_res_view(sample.image), sample.question, result, crops, SYSTEM_PROMPT)
-    batch = ChatCollator(load_processor(tiny_dir))([messages])
+    _, batch = rollout_batch(tiny_dir, ["GET_CROPS: ['0']", "red"], ["0"])
     grads = []
     for checkpointing in (False, True):
         model = load_trainable(tiny_dir, WeightOptions(gradient_checkpointing=checkpointing)).train()

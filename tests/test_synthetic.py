@@ -2,27 +2,33 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from awares.crops import boxes_to_crops, low_res_view
-from awares.data.synthetic import BACKGROUNDS, COLORS, SIDES, TAG_COLORS, generate, make_sample
+from awares.data.synthetic import (
+    BACKGROUNDS,
+    CODE_COLORS,
+    COLORS,
+    PATCH_SIDE,
+    PLATE_COLOR,
+    SIDES,
+    code_offset,
+    draw_plate,
+    generate,
+    make_sample,
+)
 
 
-def read_tag(image, box):
-    """The tag colour whose checkerboard fills the box interior exactly, or None."""
+def read_code(image, plate):
+    """The code colour whose checkerboard fills the plate's middle patch exactly, or None."""
     pixels = np.asarray(image.convert("RGB")).astype(int)
-    inner = pixels[box.y0 + 2 : box.y1 - 2, box.x0 + 2 : box.x1 - 2]
-    for name, ink in TAG_COLORS.items():
-        complement = [255 - v for v in ink]
-        expected = np.array([[ink if (i + j) % 2 == 0 else complement for i in range(8)] for j in range(6)])
-        if inner.shape == expected.shape and np.array_equal(inner, expected):
+    o = code_offset()
+    patch = pixels[plate.y0 + o : plate.y0 + o + PATCH_SIDE, plate.x0 + o : plate.x0 + o + PATCH_SIDE]
+    parity = (np.add.outer(np.arange(PATCH_SIDE), np.arange(PATCH_SIDE)) % 2 == 0)[..., None]
+    for name, ink in CODE_COLORS.items():
+        if np.array_equal(patch, np.where(parity, ink, [255 - v for v in ink])):
             return name
     return None
-
-
-def tag_tint(image, box):
-    """Largest deviation of the tag interior from its mean grey, per pixel and channel."""
-    pixels = np.asarray(image.convert("RGB")).astype(float)[box.y0 + 1 : box.y1 - 1, box.x0 + 1 : box.x1 - 1]
-    return float(np.abs(pixels - pixels.mean(axis=2, keepdims=True)).max())
 
 
 def test_generation_is_deterministic():
@@ -41,16 +47,32 @@ def test_splits_are_disjoint_and_named():
         list(generate("dev", 1))
 
 
-def test_detail_evidence_box_holds_the_answer_and_is_grey_at_low_res():
+def test_the_plate_holds_the_code_and_is_plain_to_see_at_half_resolution():
     samples = [s for s in generate("test", 80) if s.kind == "detail"]
     assert len(samples) > 15
     for s in samples:
-        (box,) = s.evidence
-        assert read_tag(s.image, box) == s.answers[0]
-        assert tag_tint(s.image, box) > 100  # vivid at full resolution
-        low = low_res_view(s.image)
-        half = type(box)(box.x0 // 2, box.y0 // 2, -(-box.x1 // 2), -(-box.y1 // 2))
-        assert tag_tint(low, half) < 40  # the colours cancel out at half resolution
+        (plate,) = s.evidence
+        assert plate.width == plate.height == 84 and plate.x0 % 28 == 0 and plate.y0 % 28 == 0
+        assert read_code(s.image, plate) == s.answers[0]
+        low = np.asarray(low_res_view(s.image)).astype(int)
+        x, y = plate.x0 // 2, plate.y0 // 2
+        assert np.abs(low[y + 2, x + 2] - PLATE_COLOR).max() <= 2  # the plate is where it is at 0.5x
+        grey = low[y + code_offset() // 2 + 2 : y + (code_offset() + PATCH_SIDE) // 2 - 2, x + 21]
+        assert np.abs(grey - 127.5).max() <= 1  # and its middle is plain grey
+
+
+def test_the_half_resolution_view_carries_no_information_about_the_code():
+    """Every code on the same plate gives the same 0.5x view, but for an edge ring within 8/255."""
+    views = []
+    for code in CODE_COLORS:
+        image = Image.new("RGB", (224, 224), BACKGROUNDS["white"])
+        draw_plate(image, 56, 84, code)
+        views.append(np.asarray(low_res_view(image)).astype(int))
+    spread = np.ptp(np.stack(views), axis=0).max(axis=-1)
+    assert spread.max() <= 8
+    o = (56 + code_offset()) // 2, (84 + code_offset()) // 2
+    inner = spread[o[1] + 3 : o[1] + PATCH_SIDE // 2 - 3, o[0] + 3 : o[0] + PATCH_SIDE // 2 - 3]
+    assert inner.max() <= 1  # inside the patch's edge ring the views differ by rounding only
 
 
 def test_global_answers_are_visible_at_low_res():
@@ -60,27 +82,48 @@ def test_global_answers_are_visible_at_low_res():
     for s in samples:
         low = np.asarray(low_res_view(s.image)).astype(int)
         if s.meta["type"] == "background":
-            assert np.abs(low[1, 1] - BACKGROUNDS[s.answers[0]]).max() <= 6
+            assert np.abs(low[1, 1] - BACKGROUNDS[s.answers[0]]).max() <= 6 or s.evidence[0].x0 == 0
             continue
         for box in s.evidence:  # each shape's centre keeps its colour in the half-resolution view
             centre = low[(box.y0 + box.y1) // 4 + 3, (box.x0 + box.x1) // 4]
             assert np.abs(centre - COLORS[s.answers[0]]).max() <= 2
 
 
-def test_sizes_kinds_and_crops_cover_the_whole_crop_set():
-    samples = list(generate("val", 500))
-    assert {s.image.size[0] for s in samples} <= set(SIDES) and all(s.image.size[1] % 56 == 0 for s in samples)
-    assert len({s.image.size for s in samples}) > 10  # many sizes and aspect ratios
+def test_sizes_vary_in_side_and_aspect_and_stay_on_the_grid():
+    sizes = Counter(s.image.size for s in generate("val", 300))
+    assert all(w in SIDES and h in SIDES and w * h <= 560 * 560 for w, h in sizes)
+    assert len(sizes) > 20 and min(SIDES) == 224 and max(max(s) for s in sizes) == 896
+    assert any(w / h >= 3 for w, h in sizes) and any(h / w >= 3 for w, h in sizes)
+
+
+def test_every_crop_is_the_cheapest_cover_of_a_ninth_of_the_plates():
+    samples = list(generate("val", 720, detail_fraction=1.0))
+    covers = Counter()
+    for s in samples:
+        ids = boxes_to_crops(s.evidence, *s.image.size).crop_ids
+        assert ids == (s.meta["target"],)  # the placement does what it says
+        covers[ids[0]] += 1
+    assert set(covers) == set("012345678") and min(covers.values()) > 720 / 9 * 0.7
+    hw = [s for s in samples if s.evidence[0].x0 < s.image.size[0] // 2 < s.evidence[0].x1]
+    assert len(hw) > 150  # many plates straddle a midline
+
+
+def test_kinds_and_question_types():
+    samples = list(generate("val", 300))
     kinds = Counter(s.kind for s in samples)
     assert 0.3 < kinds["detail"] / len(samples) < 0.5
-    crops = Counter(
-        c for s in samples if s.kind == "detail" for c in boxes_to_crops(s.evidence, *s.image.size).crop_ids
-    )
-    assert set(crops) == set("012345678")
-    types = Counter(s.meta["type"] for s in samples)
-    assert set(types) == {"code", "color", "background"}
+    assert set(Counter(s.meta["type"] for s in samples)) == {"code", "color", "background"}
 
 
 def test_detail_fraction_is_configurable():
     assert all(s.kind == "global" for s in generate("test", 20, detail_fraction=0.0))
     assert all(s.kind == "detail" for s in generate("test", 20, detail_fraction=1.0))
+
+
+def test_shapes_keep_clear_of_the_plate():
+    for seed in range(200):
+        detail, other = make_sample(seed, detail_fraction=1.0), make_sample(seed, detail_fraction=0.0)
+        assert np.array_equal(np.asarray(detail.image), np.asarray(other.image))  # the kind is drawn last
+        (plate,) = detail.evidence
+        if other.meta["type"] == "color":
+            assert all(plate.intersection(shape) == 0 for shape in other.evidence)

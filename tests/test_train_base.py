@@ -1,5 +1,7 @@
 import json
 
+from PIL import Image
+
 from awares.crops import Box, low_res_view
 from awares.data import generate
 from awares.models import load_processor
@@ -70,12 +72,15 @@ def test_curriculum_starts_with_detail_questions_and_one_token_zooms(tmp_path):
         read_warmup=0.1, curriculum=0.4, task_warmup=0.4, view_zoom_start=0.8, view_zoom=0.2, zoom_max_cells=8
     )
     dataset = ViewDataset([other, record], config)
-    dataset.progress = 0.0  # reading warm-up: one-token zooms only
-    assert dataset.weights() == ([0.0, 0.0, 0.0, 1.0], 0)
-    assert {dataset[0][0]["content"][0]["image"].size for _ in range(5)} <= {(28, 28), (56, 28), (28, 56), (56, 56)}
+    dataset.progress = 0.0  # reading warm-up: zooms on the one token that holds the plate's code
+    assert dataset.weights() == ([0.0, 0.0, 0.0, 1.0], -1)
+    zooms = [dataset[0][0]["content"][0]["image"] for _ in range(5)]
+    (plate,) = record.evidence_boxes()
+    middle = Image.open(record.image).crop((plate.x0 + 28, plate.y0 + 28, plate.x0 + 56, plate.y0 + 56))
+    assert all(z.tobytes() == middle.tobytes() for z in zooms)
     dataset.progress = 0.1  # the ramp begins
     weights, cells = dataset.weights()
-    assert weights[3] == 0.8 and cells == 0 and abs(sum(weights) - 1) < 1e-9
+    assert weights[3] == 0.8 and cells == -1 and abs(sum(weights) - 1) < 1e-9
     assert {dataset[i][0]["content"][1]["text"] for i in [0, 1, 0, 1]} == {record.question}  # detail only
     dataset.progress = 0.5
     weights, cells = dataset.weights()

@@ -1,22 +1,27 @@
 """A seeded synthetic high-resolution VQA benchmark where the accuracy/resolution trade-off is real.
 
 Every image holds one to three large shapes of one kind and colour (visible at any resolution) and
-one small tag (12x10 px, black frame) filled with a 1-pixel checkerboard of a colour and its
-complement. At full resolution the checkerboard names the tag's colour; every 2x2 block of it
-averages to the same grey, so at half resolution all tags look alike. *Global* questions ask about
-the shapes' colour or the background's; *detail* questions ask for the tag's colour. Image
-sides are multiples of 112 px and tags sit on the 28-px grid of merged tokens (or straddle a
-midline), so neither the full image, its half-resolution view nor any crop of the set is resampled
-by the Qwen2-VL processor: what the model sees is exactly what was drawn. (With tags at any 14-px
-offset inside a token, the from-scratch tiny model did not learn to read them within budget.)
+one red *plate* (84 px square, a colour reserved for it) whose centre holds a 20 px code patch: a
+1-pixel checkerboard of a colour and its complement. At full resolution the checkerboard names the
+code; every 2x2 block of it averages to the same grey, so at half resolution the plate and its grey
+patch are plain to see (42 px, where it is) while its code is not (what it says). *Global* questions
+ask about the shapes' colour or the background's; *detail* questions ask for the plate's code, and
+their evidence box is the plate.
 
-Why a colour checkerboard and not printed digits: a from-scratch tiny model on a 2-core CPU did not
-learn to read 3x5-pixel glyphs within its training budget (no progress in 1,200 steps even on a
-one-token image), while it learns colour codes quickly; the checkerboard keeps the property that
-matters here, evidence that exists only at full resolution. Likewise the global questions read a
-colour off a large area. Tried first and not learnt by the tiny model within budget: POPE-style "is
-there a red shape?" (always "no", 50% after 1,100 steps), the shapes' kind and count (chance after
-1,100-2,400 steps, while their colour reached 72-79%).
+Plates are placed so that each of the nine crops ``0``-``8`` is the cheapest cover of the plate
+for one ninth of the detail questions (quadrants; the centre for plates across a midline near the
+middle; a half for plates across a midline near an edge). Image sides are multiples of 112 px from
+224 to 896 (area at most 560 x 560, so aspect ratios run from 1:4 to 4:1) and plates sit on the
+28-px grid of merged tokens, so neither the full image, its half-resolution view nor any crop of the
+set is resampled by the Qwen2-VL processor: what the model sees is exactly what was drawn.
+
+Why this target (measured with ``benchmarks/quadrant_probe.py``, see docs/localisation.md): a
+from-scratch tiny model learns where a saturated plate is from the half-resolution view (with
+interleaved M-RoPE), but did not learn to find the earlier 12x10 px tag, which is grey at half
+resolution. Why a colour checkerboard and not printed digits: the tiny model did not learn to read
+3x5-pixel glyphs within its training budget, while it learns colour codes quickly. Likewise the
+global questions read a colour off a large area (POPE-style yes/no, shape kind and count stayed at
+chance within budget).
 """
 
 from __future__ import annotations
@@ -24,12 +29,14 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+import numpy as np
 from PIL import Image, ImageDraw
 
 from ..crops import Box
 
+# Shape colours; none is close to the plate's reserved red.
 COLORS: dict[str, tuple[int, int, int]] = {
-    "red": (214, 39, 40),
+    "brown": (140, 86, 40),
     "green": (44, 160, 44),
     "blue": (31, 90, 200),
     "yellow": (230, 190, 20),
@@ -37,11 +44,19 @@ COLORS: dict[str, tuple[int, int, int]] = {
     "orange": (245, 127, 14),
 }
 SHAPES = ("circle", "square", "triangle")
-SIDES = tuple(range(224, 561, 112))  # 224 .. 560 px: halves and quarters stay on the 28-px grid
-CELL = 28  # tags sit on the 28-px grid of merged tokens: one position per token
+SIDES = tuple(range(224, 897, 112))  # halves and quarters of every side stay on the 28-px grid
+MAX_AREA = 560 * 560  # at most 400 full-resolution tokens, as with the square sides of benchmark v3
+SIZES = tuple((w, h) for w in SIDES for h in SIDES if w * h <= MAX_AREA)
+CELL = 28  # plates sit on the 28-px grid of merged tokens
 
-# Colours of the tag codes; each alternates with its complement (255 - c), so all average to grey.
-TAG_COLORS: dict[str, tuple[int, int, int]] = {
+# The detail target: a plate of a reserved colour that differs from every background in two RGB
+# channels (one-channel differences, e.g. magenta or cyan plates, were not learnt by the probe),
+# with the code as a checkerboard patch in its middle.
+PLATE_COLOR = (255, 0, 0)
+PLATE_SIDE = 84
+PATCH_SIDE = 20
+# Colours of the codes; each alternates with its complement (255 - c), so all average to grey.
+CODE_COLORS: dict[str, tuple[int, int, int]] = {
     "red": (255, 0, 0),
     "green": (0, 200, 0),
     "blue": (0, 0, 255),
@@ -49,9 +64,8 @@ TAG_COLORS: dict[str, tuple[int, int, int]] = {
     "purple": (128, 0, 255),
     "pink": (255, 0, 128),
 }
-TAG_W, TAG_H = 12, 10
 
-# Background tints: a global property with names of its own (none is a shape or tag colour).
+# Background tints: a global property with names of its own (none is a shape or code colour).
 BACKGROUNDS: dict[str, tuple[int, int, int]] = {
     "white": (240, 240, 236),
     "gray": (185, 185, 185),
@@ -64,11 +78,12 @@ GLOBAL_TEMPLATES = {
     "background": ["What color is the background?", "Which color is the image background?"],
 }
 DETAIL_TEMPLATES = [
-    "What color is the checkered pattern on the small tag?",
-    "Which color is the tiny tag checkered with?",
-    "What is the color code of the small tag?",
-    "Read the color of the small checkered label.",
+    "What color is the checkered code on the red plate?",
+    "Which color is the red plate's code checkered with?",
+    "What is the color code in the middle of the red plate?",
+    "Read the color of the checkered patch on the plate.",
 ]
+TARGETS = tuple("012345678")  # the crop that is the cheapest cover of the plate, drawn uniformly
 
 
 @dataclass
@@ -87,18 +102,23 @@ class Sample:
 def corpus() -> list[str]:
     """Every question template and answer word, for training a tokenizer that covers the benchmark."""
     lines = [t for ts in GLOBAL_TEMPLATES.values() for t in ts] + DETAIL_TEMPLATES
-    lines += [" ".join(COLORS), " ".join(BACKGROUNDS), " ".join(TAG_COLORS)]
+    lines += [" ".join(COLORS), " ".join(BACKGROUNDS), " ".join(CODE_COLORS)]
     return lines
 
 
-def draw_tag(draw: ImageDraw.ImageDraw, x: int, y: int, color: str) -> None:
-    """A tag at (x, y): a 2-px black frame around an 8x6 px checkerboard of ``color`` and its complement."""
-    ink = TAG_COLORS[color]
-    complement = tuple(255 - v for v in ink)
-    draw.rectangle((x, y, x + TAG_W - 1, y + TAG_H - 1), fill=(0, 0, 0))
-    for i in range(TAG_W - 4):
-        for j in range(TAG_H - 4):
-            draw.point((x + 2 + i, y + 2 + j), fill=ink if (i + j) % 2 == 0 else complement)
+def draw_plate(image: Image.Image, x: int, y: int, code: str) -> Box:
+    """The plate with its corner at (x, y) and the checkerboard of ``code`` in its middle; its box."""
+    ImageDraw.Draw(image).rectangle((x, y, x + PLATE_SIDE - 1, y + PLATE_SIDE - 1), fill=PLATE_COLOR)
+    ink = np.array(CODE_COLORS[code], np.uint8)
+    rows, cols = np.mgrid[0:PATCH_SIDE, 0:PATCH_SIDE]
+    board = np.where(((rows + cols) % 2 == 0)[..., None], ink, 255 - ink).astype(np.uint8)
+    image.paste(Image.fromarray(board), (x + code_offset(), y + code_offset()))
+    return Box(x, y, x + PLATE_SIDE, y + PLATE_SIDE)
+
+
+def code_offset() -> int:
+    """Offset of the code patch inside the plate (even, so its 2x2 blocks are those of the view)."""
+    return (PLATE_SIDE - PATCH_SIDE) // 2
 
 
 def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: Box, color: tuple[int, int, int]) -> None:
@@ -116,64 +136,84 @@ def _free(box: Box, taken: list[Box], margin: int) -> bool:
     return all(grown.intersection(t) == 0 for t in taken)
 
 
-def _tag_position(rng: random.Random, width: int, height: int, span_prob: float) -> tuple[int, int]:
-    """A patch-aligned tag position; with ``span_prob`` the tag straddles a midline."""
-    cols, rows = width // CELL, height // CELL
-    if rng.random() < span_prob:
-        if rng.random() < 0.5:  # straddle the vertical midline (tag in the patch left of it, shifted right)
-            return width // 2 - 7, rng.randrange(1, rows - 1) * CELL
-        return rng.randrange(1, cols - 1) * CELL, height // 2 - 7
-    return rng.randrange(1, cols - 1) * CELL, rng.randrange(1, rows - 1) * CELL
+def _within(lo: int, hi: int) -> list[int]:
+    """Grid positions of a plate lying inside ``[lo, hi)``."""
+    return list(range(-(-lo // CELL) * CELL, hi - PLATE_SIDE + 1, CELL))
 
 
-def make_sample(
-    seed: int, detail_fraction: float = 0.4, span_prob: float = 0.3, sample_id: str | None = None
-) -> Sample:
+def _across(mid: int) -> list[int]:
+    """Grid positions of a plate straddling ``mid`` (a multiple of 56)."""
+    return list(range((mid - PLATE_SIDE) // CELL * CELL + CELL, mid, CELL))
+
+
+def plate_position(rng: random.Random, width: int, height: int, target: str) -> tuple[int, int]:
+    """A grid position where crop ``target`` is the cheapest cover of the plate (``TARGETS``)."""
+    hw, hh, qw, qh = width // 2, height // 2, width // 4, height // 4
+    if target in "0123":
+        q = int(target)
+        xs = _within(0, hw) if q % 2 == 0 else _within(hw, width)
+        ys = _within(0, hh) if q < 2 else _within(hh, height)
+    elif target == "4":  # across one midline (or both), inside the centre crop
+        xs, ys = (_across(hw), _within(qh, 3 * qh)) if rng.random() < 0.5 else (_within(qw, 3 * qw), _across(hh))
+    elif target in "56":  # across the vertical midline, too near the top (bottom) edge for the centre
+        xs = _across(hw)
+        ys = (
+            [y for y in _within(0, hh) if y < qh]
+            if target == "5"
+            else [y for y in _within(hh, height) if y + PLATE_SIDE > 3 * qh]
+        )
+    else:  # "7", "8": across the horizontal midline, too near the left (right) edge for the centre
+        ys = _across(hh)
+        xs = (
+            [x for x in _within(0, hw) if x < qw]
+            if target == "7"
+            else [x for x in _within(hw, width) if x + PLATE_SIDE > 3 * qw]
+        )
+    return rng.choice(xs), rng.choice(ys)
+
+
+def make_sample(seed: int, detail_fraction: float = 0.4, sample_id: str | None = None) -> Sample:
     """Deterministically generate the sample of ``seed``."""
     rng = random.Random(seed)
-    width, height = rng.choice(SIDES), rng.choice(SIDES)
+    width, height = rng.choice(SIZES)
     background = rng.choice(list(BACKGROUNDS))
     jitter = rng.randint(-6, 6)
     image = Image.new("RGB", (width, height), tuple(v + jitter for v in BACKGROUNDS[background]))
     draw = ImageDraw.Draw(image)
 
+    target, code = rng.choice(TARGETS), rng.choice(list(CODE_COLORS))
+    plate = draw_plate(image, *plate_position(rng, width, height, target), code)
     color, shape = rng.choice(list(COLORS)), rng.choice(SHAPES)
-    taken: list[Box] = []
+    shapes: list[Box] = []
     for _ in range(rng.randint(1, 3)):
         for _ in range(50):
             side = int(min(width, height) * rng.uniform(0.2, 0.3))
             x, y = rng.randint(8, width - side - 8), rng.randint(8, height - side - 8)
             box = Box(x, y, x + side, y + side)
-            if _free(box, taken, 12):
-                taken.append(box)
+            if _free(box, [plate, *shapes], 12):
+                shapes.append(box)
                 _draw_shape(draw, shape, box, COLORS[color])
                 break
 
-    code = rng.choice(list(TAG_COLORS))
-    for _ in range(200):
-        x, y = _tag_position(rng, width, height, span_prob)
-        tag = Box(x, y, x + TAG_W, y + TAG_H)
-        if _free(tag, taken, 4):
-            break
-    draw_tag(draw, tag.x0, tag.y0, code)
-
     sid = sample_id or f"syn-{seed}"
     if rng.random() < detail_fraction:
-        return Sample(sid, image, rng.choice(DETAIL_TEMPLATES), [code], [tag], "detail", {"type": "code"})
+        meta = {"type": "code", "target": target}
+        return Sample(sid, image, rng.choice(DETAIL_TEMPLATES), [code], [plate], "detail", meta)
     qtype = rng.choice(list(GLOBAL_TEMPLATES))
     question = rng.choice(GLOBAL_TEMPLATES[qtype])
-    if qtype == "color":
-        return Sample(sid, image, question, [color], taken, "global", {"type": qtype})
-    return Sample(sid, image, question, [background], [Box(0, 0, width, height)], "global", {"type": qtype})
+    if qtype == "color" and shapes:
+        return Sample(sid, image, question, [color], shapes, "global", {"type": qtype})
+    question = rng.choice(GLOBAL_TEMPLATES["background"])
+    return Sample(sid, image, question, [background], [Box(0, 0, width, height)], "global", {"type": "background"})
 
 
 SPLIT_OFFSETS = {"train": 0, "val": 10_000_000, "test": 20_000_000}
-VERSION = 3  # bump when the samples of a seed change: cached exports are keyed by it
+VERSION = 4  # bump when the samples of a seed change: cached exports are keyed by it
 
 
-def generate(split: str, n: int, detail_fraction: float = 0.4, span_prob: float = 0.3):
+def generate(split: str, n: int, detail_fraction: float = 0.4):
     """Yield the first ``n`` samples of a split; splits draw from disjoint seed ranges."""
     if split not in SPLIT_OFFSETS:
         raise ValueError(f"unknown split {split!r}; choose from {', '.join(SPLIT_OFFSETS)}")
     for i in range(n):
-        yield make_sample(SPLIT_OFFSETS[split] + i, detail_fraction, span_prob, sample_id=f"{split}-{i:06d}")
+        yield make_sample(SPLIT_OFFSETS[split] + i, detail_fraction, sample_id=f"{split}-{i:06d}")

@@ -72,6 +72,11 @@ class TinyConfig:
     # Qwen2.5-VL mixes windowed and full attention in its vision tower; windows only is ~25% faster on CPU.
     vision_full_attention: bool = False
     rope_theta: float = 10000.0  # text M-RoPE base
+    # Text M-RoPE frequencies: interleaved t, h, w (``mrope_section = [1] * (head_dim // 2)``, the idea
+    # of Qwen3-VL's interleaved M-RoPE; still a valid Qwen2.5-VL config) or Qwen2.5-VL's split, which
+    # at head_dim 32 gives the width axis only its lowest frequencies (<= ~0.003 rad per token): with
+    # it the localisation probe learnt top/bottom but not left/right (docs/localisation.md).
+    mrope_interleaved: bool = True
     bpe_vocab: int = 1024
     merge_size: int = 2  # patches merged per side into one LLM token, as in Qwen2.5-VL
     # The paper's evaluation budget caps the full image at 2048*28*28 px; the floor is lowered from
@@ -137,7 +142,8 @@ def build_model(config: TinyConfig, tokenizer: PreTrainedTokenizerFast) -> Qwen2
     ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in SPECIAL_TOKENS}
     head_dim = config.text_hidden // config.text_heads
     half = head_dim // 2
-    mrope = [half - 2 * (3 * half // 8), 3 * half // 8, 3 * half // 8]  # 16/24/24 of 64 in Qwen2.5-VL-7B
+    split = [half - 2 * (3 * half // 8), 3 * half // 8, 3 * half // 8]  # 16/24/24 of 64 in Qwen2.5-VL-7B
+    mrope = [1] * half if config.mrope_interleaved else split
     model_config = Qwen2_5_VLConfig(
         text_config=dict(
             vocab_size=len(tokenizer),

@@ -47,8 +47,9 @@ class BaseTrainConfig(TomlConfig):
     view_low: float = 0.25
     view_crop: float = 0.1
     view_zoom: float = 0.2
-    # Curriculum. Until `read_warmup`: detail questions only, shown as zooms holding just the tag's
-    # own 28-px cells (one token). Until `curriculum`: zooms widen to `zoom_max_cells` cells of margin
+    # Curriculum. Until `read_warmup`: detail questions only, shown as zooms with `zoom_min_cells` of
+    # margin around the evidence (-1: the 84-px plate's middle 28-px cell, the one token that holds
+    # its code). Until `curriculum`: zooms widen to `zoom_max_cells` cells of margin
     # and fall from `view_zoom_start` to `view_zoom` of the views. Until `task_warmup`: detail questions
     # only. A from-scratch model learns to read a one-token tag alone long before it can find it among
     # hundreds of tokens; with every question type from the start (task_warmup 0) reading fell from
@@ -56,6 +57,7 @@ class BaseTrainConfig(TomlConfig):
     read_warmup: float = 0.2
     curriculum: float = 0.45
     view_zoom_start: float = 0.8
+    zoom_min_cells: int = -1
     zoom_max_cells: int = 10
     task_warmup: float = 0.45
     logging_steps: int = 25
@@ -93,13 +95,15 @@ class ViewDataset(Dataset):
         """View probabilities (full, low, crop, zoom) and the widest zoom margin at this point of training."""
         c = self.config
         if self.progress < c.read_warmup:
-            return [0.0, 0.0, 0.0, 1.0], 0
+            return [0.0, 0.0, 0.0, 1.0], c.zoom_min_cells
         span = c.curriculum - c.read_warmup
         ramp = min((self.progress - c.read_warmup) / span, 1.0) if span > 0 else 1.0
         zoom = c.view_zoom_start + (c.view_zoom - c.view_zoom_start) * ramp
         others = c.view_full + c.view_low + c.view_crop
         rest = (1 - zoom) / others if others else 0.0
-        return [c.view_full * rest, c.view_low * rest, c.view_crop * rest, zoom], round(ramp * c.zoom_max_cells)
+        return [c.view_full * rest, c.view_low * rest, c.view_crop * rest, zoom], c.zoom_min_cells + round(
+            ramp * (c.zoom_max_cells - c.zoom_min_cells)
+        )
 
     def __len__(self) -> int:
         return len(self.records)
@@ -118,7 +122,7 @@ class ViewDataset(Dataset):
             crop_ids = boxes_to_crops(record.evidence, *image.size).crop_ids
             return extract_crops(image, [self.rng.choice(crop_ids)])[0]
         if choice == "zoom" and local:
-            cells = self.rng.randint(0, max_cells)
+            cells = self.rng.randint(self.config.zoom_min_cells, max_cells)
             return image.crop(zoom_box(record.evidence_boxes(), *image.size, cells).as_tuple())
         return image
 

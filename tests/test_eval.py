@@ -23,6 +23,9 @@ def test_eval_writes_results_table_and_plot_and_resumes(tmp_path, tiny_dir, caps
     assert 0.2 < summary["low"]["all"]["rtr"] < 0.3
     oracle = summary["oracle"]
     assert oracle["global"]["call_rate"] == 0 and oracle["detail"]["call_rate"] == 1
+    assert oracle["detail"]["evidence_hit_rate"] == 1.0  # the oracle's crops cover the plate
+    assert oracle["detail"]["crop_pixels_per_call"] > 0 and summary["full"]["all"]["evidence_hit_rate"] is None
+    assert "| hit rate detail | hit rate global | crop px/call |" in (out / "table.md").read_text()
     assert (out / "pareto.png").stat().st_size > 1000 and (out / "table.md").is_file()
 
     assert main(args + ["--policy", "full"]) == 0  # resume: nothing is redone or duplicated
@@ -71,3 +74,19 @@ def test_eval_skips_bad_rows_and_unreadable_images(tmp_path, tiny_dir, capsys):
     ids = [json.loads(line)["id"] for line in (out / "low.jsonl").read_text().splitlines()]
     assert ids == ["test-000000", "test-000002", "test-000003"]
     assert "test-000001" in (out / "low.errors.jsonl").read_text()
+
+
+def test_evidence_hit_needs_the_crops_of_a_call_to_cover_nine_tenths_of_the_evidence():
+    from awares.data import Record
+    from awares.evaluate.harness import evidence_hit
+    from awares.runtime import Result
+
+    record = Record("r", "x.png", "q", ["a"], [(196, 0, 280, 84)], "detail")  # across the midline of 448 px
+
+    def hit(crops):
+        return evidence_hit(record, Result("crops", "a", [], crops=crops, image_size=(448, 336)), 100)
+
+    assert hit(("5",)) and hit(("0", "1")) and hit(("all",))
+    assert not hit(("0",)) and not hit(("3",)) and hit(()) is None
+    record.evidence = [(200, 0, 226, 84)]  # 24 of its 26 columns (92%) lie in quadrant 0
+    assert hit(("0",)) and not hit(("1",))

@@ -4,20 +4,19 @@ import pytest
 import torch
 from transformers import AutoModelForImageTextToText
 
-from awares.crops import extract_crops, low_res_view
+from awares.crops import low_res_view
 from awares.curate import ImageStore, trajectory
 from awares.data.synthetic import generate
 from awares.models import load_processor
-from awares.protocol import SYSTEM_PROMPT
-from awares.runtime import Result
+from awares.runtime import Engine, RuntimeConfig
 from awares.train.collate import ChatCollator
 from awares.train.common import WeightOptions, load_trainable, plain
 from awares.train.grpo import (
     GRPOConfig,
-    conversation,
     group_advantages,
     policy_loss,
     reference_logprobs,
+    rollout,
     token_logprobs,
     train_grpo,
 )
@@ -38,7 +37,7 @@ def test_crop_cost_follows_the_paper_and_its_variants():
         "crop_area": [0.0, 0.0, 0.25, 0.5],
         "extra_tokens": [0.0, 0.0, 0.25, 0.5],
     }
-    assert CropCostReward()(["a"] * 4, **kw) == pytest.approx([-2.0, 0.0, -0.2525, -0.255])
+    assert CropCostReward()(["a"] * 4, **kw) == pytest.approx([-2.0, 0.0, -0.5, -0.75])  # area in percent x 0.01
     assert CropCostReward(call_cost=0.1, area_cost=0.2, mode="per-crop")(["a"] * 4, **kw)[2:] == pytest.approx(
         [-0.3, -0.5]
     )
@@ -46,6 +45,23 @@ def test_crop_cost_follows_the_paper_and_its_variants():
         [-0.25, -0.5]
     )
     assert FormatReward(0.1)(["a"] * 3, parse_status=["answer", "call", "malformed"]) == [0.1, 0.1, -0.1]
+
+
+def test_the_default_cost_makes_the_whole_image_clearly_dearer_than_a_quadrant():
+    kw = {"label": ["crop"] * 2, "crops": [("0",), ("all",)], "crop_area": [0.25, 1.0], "extra_tokens": [0.25, 1.0]}
+    quadrant, whole = CropCostReward()(["a"] * 2, **kw)
+    assert quadrant - whole == pytest.approx(0.75) and quadrant == pytest.approx(-0.5)
+
+
+def test_config_choices_are_checked_when_the_config_is_made(tmp_path):
+    assert GRPOConfig().on_malformed == "answer" and GRPOConfig().area_cost == 1.0
+    for bad in ({"cost_mode": "aera"}, {"on_malformed": "al"}, {"temperature": 0.0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            GRPOConfig(**bad)
+    toml = tmp_path / "grpo.toml"
+    toml.write_text('cost_mode = "token"\n')
+    with pytest.raises(ValueError, match="cost_mode must be one of 'area', 'per-crop', 'tokens'"):
+        GRPOConfig.from_toml(toml)
 
 
 def test_group_advantages_are_normalised_within_each_group():
@@ -71,14 +87,13 @@ def test_policy_loss_clips_masks_and_penalises_kl():
     assert kl.item() == pytest.approx(torch.e - 2, rel=1e-5)  # k3 estimator at ref - new = 1
 
 
-def rollout_batch(tiny_dir, turns, crop_ids=()):
+def rollout_batch(backend, turns):
     """One finished rollout on a test sample (``turns`` written by the policy), as chat messages and
     as the collated batch the loss re-scores."""
     sample = next(generate("test", 1))
-    result = Result(policy="crops", answer=turns[-1], turns=turns, crops=tuple(crop_ids))
-    crops = extract_crops(sample.image, list(crop_ids))
-    messages = conversation(low_res_view(sample.image), sample.question, result, crops, SYSTEM_PROMPT)
-    return messages, ChatCollator(load_processor(tiny_dir))([messages])
+    engine = Engine(Scripted(backend, turns[:1], turn2=turns[1:]), RuntimeConfig(max_new_tokens=2))
+    (out,) = rollout(engine, [(sample.image, sample.question)], group_size=1)
+    return out.messages, ChatCollator(backend.processor)([out.messages])
 
 
 def tiny_grpo(tmp_path, tiny_dir, prompts, **overrides):
@@ -94,9 +109,9 @@ def tiny_grpo(tmp_path, tiny_dir, prompts, **overrides):
     )
 
 
-def test_only_policy_tokens_are_actions_in_a_rollout(tiny_dir):
-    processor = load_processor(tiny_dir)
-    messages, batch = rollout_batch(tiny_dir, ["GET_CROPS: ['0', '5']", "red"], ["0", "5"])
+def test_only_policy_tokens_are_actions_in_a_rollout(backend):
+    processor = backend.processor
+    messages, batch = rollout_batch(backend, ["GET_CROPS: ['0', '5']", "red"])
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "user", "assistant"]
     ids, labels = batch["input_ids"][0], batch["labels"][0]
     acted = ids[labels != -100]
@@ -120,9 +135,6 @@ def prompts(tmp_path_factory):
 
 
 def test_malformed_calls_in_rollouts_can_be_answers_instead_of_whole_image_fetches(backend):
-    from awares.runtime import Engine, RuntimeConfig
-    from awares.train.grpo import rollout
-
     image = next(generate("test", 1)).image
     for mode, turns in [("all", 2), ("answer", 1)]:
         broken = Scripted(backend, ["GET_CROPS: ['4int"])  # a policy that writes a broken call
@@ -151,8 +163,8 @@ def test_two_grpo_steps_log_save_and_resume(tmp_path, tiny_dir, prompts):
     assert json.loads((final / "train_log.json").read_text())["resumed_from_step"] == 2
 
 
-def test_lora_reference_is_the_policy_without_its_adapter_and_merges_into_attention(tiny_dir):
-    _, batch = rollout_batch(tiny_dir, ["red"])
+def test_lora_reference_is_the_policy_without_its_adapter_and_merges_into_attention(tiny_dir, backend):
+    _, batch = rollout_batch(backend, ["red"])
     start = AutoModelForImageTextToText.from_pretrained(tiny_dir)
     options = WeightOptions(lora=True, freeze_vision=True)
     policy = load_trainable(tiny_dir, options)
@@ -179,8 +191,19 @@ def test_lora_grpo_runs_and_saves_a_plain_model(tmp_path, tiny_dir, prompts):
     assert keys == AutoModelForImageTextToText.from_pretrained(tiny_dir).state_dict().keys()
 
 
-def test_gradient_checkpointing_gives_the_same_gradients(tiny_dir):
-    _, batch = rollout_batch(tiny_dir, ["GET_CROPS: ['0']", "red"], ["0"])
+def test_token_logprobs_are_those_of_the_sampling_temperature(tiny_dir, backend):
+    _, batch = rollout_batch(backend, ["GET_CROPS: ['0']", "red"])
+    model = AutoModelForImageTextToText.from_pretrained(tiny_dir)
+    with torch.no_grad():
+        hot, mask = token_logprobs(model, batch, temperature=2.0)
+        logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits[:, :-1]
+    expected = torch.log_softmax(logits / 2.0, -1).gather(-1, batch["labels"][:, 1:].clamp(min=0).unsqueeze(-1))
+    assert torch.allclose(hot[mask.bool()], expected.squeeze(-1)[mask.bool()], atol=1e-5)
+    assert not torch.allclose(hot[mask.bool()], token_logprobs(model, batch)[0][mask.bool()].detach(), atol=1e-3)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(tiny_dir, backend):
+    _, batch = rollout_batch(backend, ["GET_CROPS: ['0']", "red"])
     grads = []
     for checkpointing in (False, True):
         model = load_trainable(tiny_dir, WeightOptions(gradient_checkpointing=checkpointing)).train()

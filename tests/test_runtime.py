@@ -1,6 +1,6 @@
 import pytest
 
-from awares.crops import VisionGrid
+from awares.crops import VisionGrid, extract_crops, low_res_view
 from awares.errors import InputError
 from awares.runtime import Engine, Request, RuntimeConfig
 
@@ -29,6 +29,24 @@ def test_a_tool_call_fetches_the_crops_and_runs_turn_two(backend):
     assert result.rtr == pytest.approx((grid.tokens(224, 168) + result.tokens.crops) / grid.tokens(448, 336))
     assert len(result.turns) == 2 and len(result.seconds) == 2
     assert result.answer == result.turns[1].strip()
+
+
+def test_the_result_carries_the_conversation_the_model_saw_and_its_generated_ids(backend):
+    engine = Engine(Scripted(backend, ["GET_CROPS: ['0', '5']"]), RuntimeConfig(max_new_tokens=4))
+    result = engine.answer(IMAGE, "What is written?")
+    roles = [m["role"] for m in result.messages]
+    assert roles == ["system", "user", "assistant", "user", "assistant"]
+    images = [p["image"] for m in result.messages for p in m["content"] if p["type"] == "image"]
+    expected = [low_res_view(IMAGE), *extract_crops(IMAGE, ["0", "5"])]
+    assert [im.tobytes() for im in images] == [im.tobytes() for im in expected]
+    assert result.messages[2]["content"][0]["text"] == "GET_CROPS: ['0', '5']"
+    assert result.messages[-1]["content"][0]["text"] == result.turns[1]
+    assert result.crop_pixels == 224 * 168 + 448 * 168 and result.image_size == (448, 336)
+    assert len(result.token_ids) == 2 and all(isinstance(i, int) for i in result.token_ids[1])
+    assert "messages" not in result.to_dict() and result.to_dict()["image_size"] == [448, 336]
+    direct = Engine(backend, RuntimeConfig(max_new_tokens=4)).answer(IMAGE, "What?", "low")
+    assert [m["role"] for m in direct.messages] == ["user", "assistant"] and len(direct.token_ids) == 1
+    assert backend.tokenizer.decode(direct.token_ids[0], skip_special_tokens=True) == direct.turns[0]
 
 
 def test_a_second_call_in_turn_two_is_no_answer(backend):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 from PIL import Image
@@ -17,6 +17,7 @@ from .protocol import (
     SYSTEM_PROMPT,
     Answer,
     CropCall,
+    Message,
     ParseError,
     format_call,
     parse_response,
@@ -69,6 +70,9 @@ class Result:
 
     ``seconds`` holds the wall time of each model call that served this request (one per turn run;
     the oracle prefills its given crops in a single call), measured over the whole batch.
+    ``messages`` is the final conversation as the model saw it (view, question, call, crop images,
+    answer) and ``token_ids`` the ids generated in each turn: what training and curation reuse
+    instead of rebuilding views and crops. Neither goes into ``to_dict``.
     """
 
     policy: str
@@ -80,9 +84,14 @@ class Result:
     tokens: VisualTokens = field(default_factory=VisualTokens)
     rtr: float = 0.0
     seconds: list[float] = field(default_factory=list)
+    image_size: tuple[int, int] = (0, 0)
+    crop_pixels: int = 0  # pixels of the crops shown in turn 2
+    messages: list[Message] = field(default_factory=list, repr=False)
+    token_ids: list[list[int]] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "crops": list(self.crops)}
+        row = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("messages", "token_ids")}
+        return {**row, "tokens": asdict(self.tokens), "crops": list(self.crops), "image_size": list(self.image_size)}
 
 
 class Engine:
@@ -133,13 +142,27 @@ class Engine:
         return self._protocol(images, lows, requests)
 
     def _finish(
-        self, policy: str, image: Image.Image, view: Image.Image, crop_images: list[Image.Image], **fields: Any
+        self,
+        policy: str,
+        image: Image.Image,
+        view: Image.Image,
+        crop_images: list[Image.Image],
+        messages: list[Message],
+        **fields: Any,
     ) -> Result:
-        """A result with its exact token counts and RTR."""
+        """A result with its exact token counts and RTR; ``messages`` get the final turn appended."""
         grid = self.grid
         crop_tokens = sum(grid.tokens(*c.size) for c in crop_images)
         tokens = VisualTokens(grid.tokens(*view.size), crop_tokens, grid.tokens(*image.size))
-        return Result(policy=policy, tokens=tokens, rtr=(tokens.view + tokens.crops) / tokens.full, **fields)
+        return Result(
+            policy=policy,
+            tokens=tokens,
+            rtr=(tokens.view + tokens.crops) / tokens.full,
+            image_size=image.size,
+            crop_pixels=sum(c.width * c.height for c in crop_images),
+            messages=_with_reply(messages, fields["turns"][-1]),
+            **fields,
+        )
 
     def _timed(self, call: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
         start = time.perf_counter()
@@ -157,8 +180,8 @@ class Engine:
         conversations = [turn1_messages(v, r.question, system_prompt) for v, r in zip(views, requests)]
         turn, seconds = self._timed(self.backend.generate, conversations)
         return [
-            self._finish(policy, im, v, [], answer=text.strip(), turns=[text], seconds=[seconds])
-            for im, v, text in zip(images, views, turn.texts)
+            self._finish(policy, im, v, [], c, answer=text.strip(), turns=[text], seconds=[seconds], token_ids=[ids])
+            for im, v, c, text, ids in zip(images, views, conversations, turn.texts, turn.ids)
         ]
 
     def _oracle(self, images: list[Image.Image], lows: list[Image.Image], requests: list[Request]) -> list[Result]:
@@ -187,18 +210,20 @@ class Engine:
                 for i, c in zip(with_crops, crops)
             ]
             turn, seconds = self._timed(self.backend.generate, conversations)
-            for i, c, text in zip(with_crops, crops, turn.texts):
+            for i, c, conversation, text, ids in zip(with_crops, crops, conversations, turn.texts, turn.ids):
                 call = format_call(requests[i].oracle_crops)
                 results[i] = self._finish(
                     "oracle",
                     images[i],
                     lows[i],
                     c,
+                    conversation,
                     answer=text.strip(),
                     turns=[call, text],
                     crops=requests[i].oracle_crops,
                     parse_status="call",
                     seconds=[seconds],
+                    token_ids=[ids],
                 )
         return [r for r in results if r is not None]
 
@@ -226,19 +251,21 @@ class Engine:
                     images[i],
                     lows[i],
                     crops,
+                    conversations[i],
                     answer=answer,
                     turns=[text],
                     crops=crop_ids,
                     parse_status=status,
                     parse_error=error,
                     seconds=[seconds1],
+                    token_ids=[turn1.ids[i]],
                 )
             )
         if calls:
             rows = sorted(calls)
             follow_ups = [turn2_messages(conversations[i], turn1.texts[i], calls[i][1]) for i in rows]
             turn2, seconds2 = self._timed(self.backend.extend, turn1.session, rows, follow_ups)
-            for i, text in zip(rows, turn2.texts):
+            for i, follow_up, text, ids in zip(rows, follow_ups, turn2.texts, turn2.ids):
                 if isinstance(parse_response(text), CropCall):  # one tool round is run: a second call is no answer
                     results[i].answer = ""
                     results[i].parse_error = "turn 2 asked for crops again; only one tool round is run"
@@ -246,4 +273,10 @@ class Engine:
                     results[i].answer = text.strip()
                 results[i].turns.append(text)
                 results[i].seconds.append(seconds2)
+                results[i].messages = _with_reply(follow_up, text)
+                results[i].token_ids.append(ids)
         return results
+
+
+def _with_reply(messages: list[Message], text: str) -> list[Message]:
+    return [*messages, {"role": "assistant", "content": [{"type": "text", "text": text}]}]

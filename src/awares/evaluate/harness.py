@@ -11,7 +11,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from ..crops import boxes_to_crops
+from ..crops import boxes_to_crops, coverage
 from ..data import Record
 from ..errors import AwaresError, InputError
 from ..images import load_image
@@ -26,6 +26,14 @@ def oracle_crops(record: Record, size: tuple[int, int]) -> tuple[str, ...]:
     if record.kind == "global" or not record.evidence:
         return ()
     return boxes_to_crops(record.evidence_boxes(), *size).crop_ids
+
+
+def evidence_hit(record: Record, result: Result, min_crop_side: int, threshold: float = 0.9) -> bool | None:
+    """Whether the crops of a call cover at least ``threshold`` of the evidence area; None without
+    a call or without evidence."""
+    if not result.crops or not record.evidence:
+        return None
+    return coverage(record.evidence_boxes(), result.crops, *result.image_size, min_side=min_crop_side) >= threshold
 
 
 def run_policy(engine: Engine, records: list[Record], policy: str, out_file: Path, batch_size: int = 8) -> None:
@@ -50,6 +58,7 @@ def run_policy(engine: Engine, records: list[Record], policy: str, out_file: Pat
                     "answers": record.answers,
                     "correct": exact_match(result.answer, record.answers),
                     "anls": anls(result.answer, record.answers),
+                    "evidence_hit": evidence_hit(record, result, engine.config.min_crop_side),
                     "latency": per_sample,
                     **result.to_dict(),
                 }
@@ -118,6 +127,7 @@ def _answer(engine: Engine, batch: list[Record], policy: str, errors: Path) -> t
 
 def _stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
     calls = [r for r in rows if r["crops"]]
+    hits = [r["evidence_hit"] for r in calls if r.get("evidence_hit") is not None]
     n = len(rows)
     return {
         "n": n,
@@ -127,6 +137,9 @@ def _stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "call_rate": len(calls) / n,
         "crops_per_call": dict(sorted(Counter(len(r["crops"]) for r in calls).items())),
         "crop_ids": dict(sorted(Counter(c for r in calls for c in r["crops"]).items())),
+        # Calls whose crops cover >= 90% of the evidence box, and the crop pixels a call costs.
+        "evidence_hit_rate": sum(hits) / len(hits) if hits else None,
+        "crop_pixels_per_call": sum(r.get("crop_pixels", 0) for r in calls) / len(calls) if calls else None,
         "parse_failures": sum(r["parse_status"] == "malformed" for r in rows),
         "median_latency": statistics.median(r["latency"] for r in rows),
         "mean_latency": sum(r["latency"] for r in rows) / n,

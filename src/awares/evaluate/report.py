@@ -8,7 +8,8 @@ from typing import Any
 
 
 def markdown_table(summaries: dict[str, dict[str, Any]]) -> str:
-    """One row per policy: accuracy overall and per kind, ANLS, RTR, call rate, parse failures, latency."""
+    """One row per policy: accuracy overall and per kind, ANLS, RTR, call rate, evidence hit rate of
+    the calls per kind, crop pixels per call, parse failures, latency."""
     kinds = sorted({k for s in summaries.values() for k in s if k != "all"})
     head = [
         "policy",
@@ -18,6 +19,8 @@ def markdown_table(summaries: dict[str, dict[str, Any]]) -> str:
         "ANLS",
         "RTR",
         "call rate",
+        *[f"hit rate {k}" for k in kinds],
+        "crop px/call",
         "parse fail",
         "median s/sample",
     ]
@@ -30,11 +33,17 @@ def markdown_table(summaries: dict[str, dict[str, Any]]) -> str:
             f"{a['anls']:.1f}",
             f"{a['rtr']:.3f}",
             f"{a['call_rate']:.2f}",
+            *[_number(s.get(k, {}).get("evidence_hit_rate"), ".2f") for k in kinds],
+            _number(a.get("crop_pixels_per_call"), ",.0f"),
             str(a["parse_failures"]),
             f"{a['median_latency']:.3f}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _number(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
 
 
 def pareto_plot(summaries: dict[str, dict[str, Any]], path: Path) -> None:

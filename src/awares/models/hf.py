@@ -23,7 +23,7 @@ class Turn:
     """Decoded texts of one generation call, plus what a later call needs to continue from it."""
 
     texts: list[str]
-    new_tokens: list[int]
+    ids: list[list[int]]  # generated ids per row, through its end of turn
     session: Session
     logits: tuple[torch.Tensor, ...] | None = None  # per decoding step, when asked with output_logits=True
 
@@ -213,10 +213,10 @@ class HFBackend:
         after_end = (is_eos.cumsum(dim=1) - is_eos.int()) > 0
         mask = torch.cat([inputs["attention_mask"], (~after_end).long()], dim=1)
         ended = is_eos.any(dim=1).tolist()
-        texts, lengths = [], []
+        texts, rows = [], []
         for row in range(generated.shape[0]):
             ids = generated[row][~after_end[row]]
-            lengths.append(int(ids.numel()))
+            rows.append(ids.tolist())
             texts.append(self.tokenizer.decode(ids, skip_special_tokens=True))
         session = Session(conversations, out.sequences, mask, grids, out.past_key_values, ended)
-        return Turn(texts, lengths, session, getattr(out, "logits", None))
+        return Turn(texts, rows, session, getattr(out, "logits", None))

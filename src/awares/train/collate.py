@@ -33,11 +33,12 @@ class ChatCollator:
     Labels are the input ids on assistant content and its closing end-of-turn token, ``-100``
     elsewhere (system, user, images, padding). With ``call_weight`` the batch also holds
     ``loss_weights``: ``call_weight`` on the tokens of assistant turns that are tool calls, 1 on other
-    assistant tokens, 0 elsewhere.
+    assistant tokens, 0 elsewhere; with ``crop_weight`` too, the tokens that name crops inside a call
+    (``3`` and ``all`` in ``GET_CROPS: ['3', 'all']``) weigh ``crop_weight`` instead.
     """
 
-    def __init__(self, processor: Any, call_weight: float | None = None):
-        self.processor, self.call_weight = processor, call_weight
+    def __init__(self, processor: Any, call_weight: float | None = None, crop_weight: float | None = None):
+        self.processor, self.call_weight, self.crop_weight = processor, call_weight, crop_weight
         tok = processor.tokenizer
         self.start = tok.encode("<|im_start|>assistant\n", add_special_tokens=False)
         self.end_id = tok.convert_tokens_to_ids("<|im_end|>")
@@ -53,7 +54,20 @@ class ChatCollator:
                 labels[row, begin:end] = batch["input_ids"][row, begin:end]
                 is_call = self.processor.tokenizer.decode(ids[begin:end]).lstrip().startswith(CALL_PREFIX)
                 weights[row, begin:end] = self.call_weight if is_call and self.call_weight else 1.0
+                if is_call and self.crop_weight:
+                    for i in self.crop_id_positions(ids[begin:end]):
+                        weights[row, begin + i] = self.crop_weight
         batch["labels"] = labels
         if self.call_weight is not None:
             batch["loss_weights"] = weights
         return dict(batch)
+
+    def crop_id_positions(self, call_ids: list[int]) -> list[int]:
+        """Positions of the tokens after ``GET_CROPS:`` that carry letters or digits: the crop ids."""
+        tok, text, positions = self.processor.tokenizer, "", []
+        for i, token_id in enumerate(call_ids):
+            piece = tok.decode([token_id])
+            if CALL_PREFIX in text and any(c.isalnum() for c in piece) and token_id != self.end_id:
+                positions.append(i)
+            text += piece
+        return positions

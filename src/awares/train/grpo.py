@@ -16,24 +16,23 @@ import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_type_hints
 
 import torch
 from accelerate import Accelerator
 from PIL import Image
 from transformers import AutoModelForImageTextToText, set_seed
 
-from ..crops import extract_crops, low_res_view
 from ..errors import InputError
 from ..images import load_image
 from ..jsonl import append, open_append, rows
 from ..models import HFBackend, load_processor
 from ..models.processor import save_processor
-from ..protocol import Message, turn1_messages, turn2_messages
+from ..protocol import Message
 from ..runtime import Engine, Request, Result, RuntimeConfig
 from .collate import IGNORE_INDEX, ChatCollator
 from .common import TomlConfig, WeightOptions, load_trainable, plain
-from .rewards import CorrectnessReward, CropCostReward, FormatReward
+from .rewards import CorrectnessReward, CostMode, CropCostReward, FormatReward
 
 
 @dataclass
@@ -60,17 +59,30 @@ class GRPOConfig(WeightOptions, TomlConfig):
     max_grad_norm: float = 1.0
     miss_penalty: float = 2.0
     call_cost: float = 0.25
-    area_cost: float = 0.01
-    cost_mode: str = "area"
+    # The paper's 0.01 x ||C||, with the requested area in percent of the image: a quadrant costs
+    # 0.25 + 0.25, `all` 0.25 + 1.0. As a fraction (0.01 x 0..1) `all` cost about what a quadrant
+    # costs, and a policy that asked for everything lost nothing.
+    area_cost: float = 1.0
+    cost_mode: CostMode = "area"
     format_bonus: float = 0.0
-    # What a malformed call does in rollouts: fetch `all` (the runtime's default) or count as the
-    # answer. With "all" a policy can reach the whole image by writing a broken call (seen at 200 steps).
-    on_malformed: str = "all"
+    # What a malformed call does in rollouts: count as the (wrong) answer, or fetch `all` (the
+    # runtime's default at inference). With "all" a policy reached the whole image by writing a
+    # broken call (seen at 200 steps).
+    on_malformed: Literal["all", "answer"] = "answer"
     # True: each step draws as many `crop` as `direct` prompts, a guard against tool-use collapse.
     # False (the paper): the curated mix, which did not collapse here and let GRPO drop needless calls.
     balance_labels: bool = False
     seed: int = 0
     save_steps: int = 20
+
+    def __post_init__(self) -> None:
+        hints = get_type_hints(type(self))
+        for name in ("cost_mode", "on_malformed"):
+            allowed = get_args(hints[name])
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, not {getattr(self, name)!r}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be positive for sampled rollouts, not {self.temperature}")
 
 
 @dataclass
@@ -106,27 +118,11 @@ class PromptSet:
         return load_image(path if path.is_absolute() else self.root / path)
 
 
-def conversation(low: Image.Image, question: str, result: Result, crops: list[Image.Image], system: str):
-    """The rollout as chat messages: turn 1, and the call, crops and answer when the tool was used."""
-    messages = turn1_messages(low, question, system)
-    if len(result.turns) > 1:
-        messages = turn2_messages(messages, result.turns[0].strip(), crops)
-    return [*messages, {"role": "assistant", "content": [{"type": "text", "text": result.turns[-1].strip()}]}]
-
-
 def rollout(engine: Engine, prompts: list[tuple[Image.Image, str]], group_size: int) -> list[Rollout]:
-    """``group_size`` sampled protocol runs per prompt (consecutive), with their conversations."""
+    """``group_size`` sampled protocol runs per prompt (consecutive), each with its final conversation."""
     requests = [Request(image, question) for image, question in prompts for _ in range(group_size)]
     results = engine.answer_batch(requests, "crops")
-    out = []
-    for request, result in zip(requests, results):
-        image = request.image
-        crops = extract_crops(image, result.crops, engine.config.min_crop_side)  # none without a call
-        low = low_res_view(image, engine.config.low_res_scale)
-        messages = conversation(low, request.question, result, crops, engine.config.system_prompt)
-        area = sum(c.width * c.height for c in crops) / (image.width * image.height)
-        out.append(Rollout(messages, result, area))
-    return out
+    return [Rollout(r.messages, r, r.crop_pixels / (r.image_size[0] * r.image_size[1])) for r in results]
 
 
 def call_rate(results: list[Result]) -> float | None:
@@ -140,24 +136,29 @@ def group_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-4) 
     return ((groups - groups.mean(dim=1, keepdim=True)) / (groups.std(dim=1, keepdim=True) + eps)).view(-1)
 
 
-def token_logprobs(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-probabilities of each next token and the action mask (policy-generated tokens)."""
+def token_logprobs(
+    model: Any, batch: dict[str, torch.Tensor], temperature: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probabilities of each next token under the sampling distribution (logits / ``temperature``,
+    as the rollouts drew them) and the action mask (policy-generated tokens)."""
     inputs = {k: v for k, v in batch.items() if k != "labels"}
-    logits = model(**inputs).logits[:, :-1].float()
+    logits = model(**inputs).logits[:, :-1].float() / temperature
     labels = batch["labels"][:, 1:]
     mask = labels != IGNORE_INDEX
     logprobs = torch.log_softmax(logits, dim=-1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
     return logprobs, mask.float()
 
 
-def reference_logprobs(policy: Any, reference: Any, batches: list[dict[str, torch.Tensor]]) -> list[torch.Tensor]:
+def reference_logprobs(
+    policy: Any, reference: Any, batches: list[dict[str, torch.Tensor]], temperature: float = 1.0
+) -> list[torch.Tensor]:
     """Log-probs under the frozen reference: ``reference``, or when it is None (LoRA) the policy
     with its adapter switched off."""
     with torch.no_grad():
         if reference is not None:
-            return [token_logprobs(reference, b)[0] for b in batches]
+            return [token_logprobs(reference, b, temperature)[0] for b in batches]
         with policy.disable_adapter():
-            return [token_logprobs(policy, b)[0] for b in batches]
+            return [token_logprobs(policy, b, temperature)[0] for b in batches]
 
 
 def policy_loss(
@@ -288,16 +289,17 @@ def _update(policy, reference, optimizer, accelerator, collator, rollouts, advan
     batches = [
         {k: v.to(accelerator.device) for k, v in collator([rollouts[i].messages for i in c]).items()} for c in chunks
     ]
-    ref = reference_logprobs(accelerator.unwrap_model(policy), reference, batches)
+    t = config.temperature
+    ref = reference_logprobs(accelerator.unwrap_model(policy), reference, batches, t)
     with torch.no_grad():
         # With one update per batch the rollout policy is the current one: its log-probs are the
         # detached new ones, no extra forward pass needed.
-        old = [token_logprobs(policy, b)[0] for b in batches] if config.num_iterations > 1 else [None] * len(batches)
+        old = [token_logprobs(policy, b, t)[0] for b in batches] if config.num_iterations > 1 else [None] * len(batches)
     policy.train()
     total_loss = total_kl = 0.0
     for _ in range(config.num_iterations):
         for chunk, batch, old_lp, ref_lp in zip(chunks, batches, old, ref):
-            new, mask = token_logprobs(policy, batch)
+            new, mask = token_logprobs(policy, batch, t)
             old_lp = new.detach() if old_lp is None else old_lp
             loss, kl = policy_loss(new, old_lp, ref_lp, advantages[list(chunk)], mask, config.clip_epsilon, config.beta)
             weight = len(chunk) / len(rollouts)

@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 from ..curate.judge import Judge, RuleJudge
 
+CostMode = Literal["area", "per-crop", "tokens"]
+
 
 @dataclass
 class CorrectnessReward:
@@ -32,14 +34,15 @@ class CropCostReward:
 
     A sample labelled ``crop`` answered without crops pays ``miss_penalty``; a call pays
     ``call_cost`` plus, by ``mode``: ``area_cost`` x the requested fraction of the image area
-    (the paper: 0.25 + 0.01 x area), ``area_cost`` x the number of crops (``per-crop``), or
-    ``area_cost`` x the extra visual tokens over the full image's (``tokens``, i.e. added RTR).
+    (the paper's 0.25 + 0.01 x area in percent is ``area_cost = 1``), ``area_cost`` x the number of
+    crops (``per-crop``), or ``area_cost`` x the extra visual tokens over the full image's
+    (``tokens``, i.e. added RTR).
     """
 
     miss_penalty: float = 2.0
     call_cost: float = 0.25
-    area_cost: float = 0.01
-    mode: Literal["area", "per-crop", "tokens"] = "area"
+    area_cost: float = 1.0
+    mode: CostMode = "area"
 
     def __call__(
         self,

@@ -51,6 +51,10 @@ class SFTConfig(WeightOptions, TomlConfig):
     warmup_ratio: float = 0.05
     weight_decay: float = 0.001
     call_weight: float = 5.0  # loss weight of the tool-call turn's tokens
+    # Loss weight of the crop-id tokens inside a call (0: as the rest of the call). Where to look
+    # is one token among the call's and the answer's; weighting the whole call instead (50) made
+    # the policy call on most global questions.
+    crop_weight: float = 0.0
     seed: int = 0
     logging_steps: int = 10
     save_steps: int = 200
@@ -131,7 +135,7 @@ def train_sft(config: SFTConfig) -> Path:
         model=model,
         args=args,
         train_dataset=dataset,
-        data_collator=ChatCollator(processor, call_weight=config.call_weight),
+        data_collator=ChatCollator(processor, call_weight=config.call_weight, crop_weight=config.crop_weight),
     )
     resumed_from = last_checkpoint(out)
     started = time.perf_counter()

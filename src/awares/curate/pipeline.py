@@ -19,12 +19,13 @@ from typing import Any
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..crops import boxes_to_crops, coverage, extract_crops, low_res_view
+from ..crops import boxes_to_crops, coverage, extract_crops
 from ..data import Record
 from ..errors import AwaresError
 from ..images import load_image
 from ..jsonl import append, done_ids, open_append, rows
-from ..runtime import Engine, Request
+from ..protocol import images_of
+from ..runtime import Engine, Request, Result
 from .judge import Judge, label
 from .oracle import Oracle
 from .trajectories import ImageStore, trajectory
@@ -95,7 +96,9 @@ def _curate_batch(
     fulls = engine.answer_batch(requests, "full")
     for (record, image), low, full in zip(loaded, lows, fulls):
         try:
-            yield _curate_one(record, image, low.answer, full.answer, judge, oracle, store, config)
+            yield _curate_one(
+                record, image, low, full.answer, engine.config.min_crop_side, judge, oracle, store, config
+            )
         except AwaresError as err:
             yield {"id": record.id, "stage": type(err).__name__, "error": str(err)}
 
@@ -103,13 +106,15 @@ def _curate_batch(
 def _curate_one(
     record: Record,
     image: Image.Image,
-    low: str,
+    low_run: Result,
     full: str,
+    min_crop_side: int,
     judge: Judge,
     oracle: Oracle,
     store: ImageStore,
     config: CurateConfig,
 ) -> dict[str, Any]:
+    low, view = low_run.answer, images_of(low_run.messages)[0]  # the engine's own low-res view
     tag = label(judge, record.question, record.answers, low, full)
     row: dict[str, Any] = {
         "id": record.id,
@@ -123,14 +128,14 @@ def _curate_one(
     }
     answer = record.answers[0]
     if tag == "direct":
-        return row | trajectory(store, low_res_view(image), record.question, answer)
+        return row | trajectory(store, view, record.question, answer)
     boxes = oracle(record, image, answer)
-    selection = boxes_to_crops(boxes, *image.size, min_coverage=config.min_coverage)
+    selection = boxes_to_crops(boxes, *image.size, min_coverage=config.min_coverage, min_side=min_crop_side)
     row |= {"boxes": [b.as_tuple() for b in boxes], "crops": selection.crop_ids, "coverage": selection.coverage}
     if record.evidence:  # how much of the dataset's own evidence the crops hold (a check on the oracle)
-        row["evidence_coverage"] = coverage(record.evidence_boxes(), selection.crop_ids, *image.size)
-    crops = extract_crops(image, list(selection.crop_ids))
-    return row | trajectory(store, low_res_view(image), record.question, answer, crops, selection.crop_ids)
+        row["evidence_coverage"] = coverage(record.evidence_boxes(), selection.crop_ids, *image.size, min_crop_side)
+    crops = extract_crops(image, list(selection.crop_ids), min_crop_side)
+    return row | trajectory(store, view, record.question, answer, crops, selection.crop_ids)
 
 
 def _kept(results: list[dict[str, Any]], config: CurateConfig) -> list[dict[str, Any]]:

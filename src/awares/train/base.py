@@ -122,7 +122,9 @@ class ViewDataset(Dataset):
             crop_ids = boxes_to_crops(record.evidence, *image.size).crop_ids
             return extract_crops(image, [self.rng.choice(crop_ids)])[0]
         if choice == "zoom" and local:
-            cells = self.rng.randint(self.config.zoom_min_cells, max_cells)
+            # Below 0 cells only for the plate: inside a shape a zoom is one flat colour.
+            low = self.config.zoom_min_cells if record.kind == "detail" else max(self.config.zoom_min_cells, 0)
+            cells = self.rng.randint(low, max(max_cells, low))
             return image.crop(zoom_box(record.evidence_boxes(), *image.size, cells).as_tuple())
         return image
 

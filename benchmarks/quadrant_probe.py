@@ -47,6 +47,7 @@ def main() -> None:
     p.add_argument("--classes", choices=["quadrants", "crops"], default="quadrants")
     p.add_argument("--init", default="", help="checkpoint to start from (default: a random-init tiny model)")
     p.add_argument("--mrope", choices=["interleaved", "split"], default="interleaved", help="random init only")
+    p.add_argument("--center-filters", action="store_true", help="random init only: zero-mean patch filters")
     p.add_argument("--steps", type=int, default=500)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr", type=float, default=5e-4)
@@ -64,7 +65,12 @@ def main() -> None:
         processor = load_processor(a.init)
         model = AutoModelForImageTextToText.from_pretrained(a.init, dtype=torch.float32)
     else:
-        config = TinyConfig(extra_corpus=corpus(), seed=a.seed, mrope_interleaved=a.mrope == "interleaved")
+        config = TinyConfig(
+            extra_corpus=corpus(),
+            seed=a.seed,
+            mrope_interleaved=a.mrope == "interleaved",
+            center_patch_filters=a.center_filters,
+        )
         processor = build_processor(config)
         model = build_model(config, processor.tokenizer)
     model.train()

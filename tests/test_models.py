@@ -81,12 +81,16 @@ def test_turn2_with_reused_cache_matches_a_from_scratch_prefill(backend, monkeyp
         turn1_messages(scene(448, 336), "What is written?"),
         turn1_messages(scene(336, 448, 1), "Colour of the box?"),
     ]
-    probe = backend.generate(conversations, max_new_tokens=4)
+    # Sampled, so that the rows of a random-init model differ; the same seed replays the draw.
+    sampled = {"max_new_tokens": 4, "do_sample": True, "top_k": 0}
+    torch.manual_seed(0)
+    probe = backend.generate(conversations, **sampled)
     # Make row 0 stop early so its cache holds masked post-end positions (holes in the attention mask).
-    stop = int(probe.session.sequences[0, -3])
+    stop = next(t for t in probe.ids[0][:3] if t not in probe.ids[1])
     monkeypatch.setattr(backend.model.generation_config, "eos_token_id", stop)
     monkeypatch.setattr(backend, "eos_ids", {stop})
-    turn1 = backend.generate(conversations, max_new_tokens=4)
+    torch.manual_seed(0)
+    turn1 = backend.generate(conversations, **sampled)
     assert turn1.session.ended[0]
     assert not turn1.session.attention_mask[0, -1]
 

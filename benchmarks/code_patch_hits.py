@@ -13,8 +13,8 @@ import argparse
 import json
 from pathlib import Path
 
-from awares.crops import Box, coverage
-from awares.data.synthetic import PATCH_SIDE, SPLIT_OFFSETS, code_offset, make_sample
+from awares.crops import coverage
+from awares.data.synthetic import SPLIT_OFFSETS, code_box, make_sample
 from awares.jsonl import rows
 
 
@@ -29,8 +29,7 @@ def main() -> None:
             continue
         index = int(row["id"].rsplit("-", 1)[1])
         (plate,) = make_sample(SPLIT_OFFSETS[args.split] + index).evidence
-        x, y = plate.x0 + code_offset(), plate.y0 + code_offset()
-        hit = coverage([Box(x, y, x + PATCH_SIDE, y + PATCH_SIDE)], row["crops"], *row["image_size"]) >= 0.9
+        hit = coverage([code_box(plate)], row["crops"], *row["image_size"]) >= 0.9
         calls, hits = calls + 1, hits + hit
         correct, correct_hits = correct + row["correct"], correct_hits + (row["correct"] and hit)
     print(

@@ -12,7 +12,7 @@ from awares.data.synthetic import (
     PATCH_SIDE,
     PLATE_COLOR,
     SIDES,
-    code_offset,
+    code_box,
     draw_plate,
     generate,
     make_sample,
@@ -22,8 +22,8 @@ from awares.data.synthetic import (
 def read_code(image, plate):
     """The code colour whose checkerboard fills the plate's middle patch exactly, or None."""
     pixels = np.asarray(image.convert("RGB")).astype(int)
-    o = code_offset()
-    patch = pixels[plate.y0 + o : plate.y0 + o + PATCH_SIDE, plate.x0 + o : plate.x0 + o + PATCH_SIDE]
+    code = code_box(plate)
+    patch = pixels[code.y0 : code.y1, code.x0 : code.x1]
     parity = (np.add.outer(np.arange(PATCH_SIDE), np.arange(PATCH_SIDE)) % 2 == 0)[..., None]
     for name, ink in CODE_COLORS.items():
         if np.array_equal(patch, np.where(parity, ink, [255 - v for v in ink])):
@@ -57,7 +57,8 @@ def test_the_plate_holds_the_code_and_is_plain_to_see_at_half_resolution():
         low = np.asarray(low_res_view(s.image)).astype(int)
         x, y = plate.x0 // 2, plate.y0 // 2
         assert np.abs(low[y + 2, x + 2] - PLATE_COLOR).max() <= 2  # the plate is where it is at 0.5x
-        grey = low[y + code_offset() // 2 + 2 : y + (code_offset() + PATCH_SIDE) // 2 - 2, x + 21]
+        code = code_box(plate)
+        grey = low[code.y0 // 2 + 2 : code.y1 // 2 - 2, x + 21]
         assert np.abs(grey - 127.5).max() <= 1  # and its middle is plain grey
 
 
@@ -66,11 +67,11 @@ def test_the_half_resolution_view_carries_no_information_about_the_code():
     views = []
     for code in CODE_COLORS:
         image = Image.new("RGB", (224, 224), BACKGROUNDS["white"])
-        draw_plate(image, 56, 84, code)
+        plate = draw_plate(image, 56, 84, code)
         views.append(np.asarray(low_res_view(image)).astype(int))
     spread = np.ptp(np.stack(views), axis=0).max(axis=-1)
     assert spread.max() <= 8
-    o = (56 + code_offset()) // 2, (84 + code_offset()) // 2
+    o = code_box(plate).x0 // 2, code_box(plate).y0 // 2
     inner = spread[o[1] + 3 : o[1] + PATCH_SIDE // 2 - 3, o[0] + 3 : o[0] + PATCH_SIDE // 2 - 3]
     assert inner.max() <= 1  # inside the patch's edge ring the views differ by rounding only
 

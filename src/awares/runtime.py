@@ -148,7 +148,7 @@ class Engine:
         view: Image.Image,
         crop_images: list[Image.Image],
         messages: list[Message],
-        **fields: Any,
+        **result_fields: Any,
     ) -> Result:
         """A result with its exact token counts and RTR; ``messages`` get the final turn appended."""
         grid = self.grid
@@ -160,8 +160,8 @@ class Engine:
             rtr=(tokens.view + tokens.crops) / tokens.full,
             image_size=image.size,
             crop_pixels=sum(c.width * c.height for c in crop_images),
-            messages=_with_reply(messages, fields["turns"][-1]),
-            **fields,
+            messages=_with_reply(messages, result_fields["turns"][-1]),
+            **result_fields,
         )
 
     def _timed(self, call: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:

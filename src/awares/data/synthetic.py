@@ -16,12 +16,12 @@ middle; a half for plates across a midline near an edge). Image sides are multip
 set is resampled by the Qwen2-VL processor: what the model sees is exactly what was drawn.
 
 Why this target (measured with ``benchmarks/quadrant_probe.py``, see docs/localisation.md): a
-from-scratch tiny model learns where a saturated plate is from the half-resolution view (with
-interleaved M-RoPE), but did not learn to find the earlier 12x10 px tag, which is grey at half
-resolution. Why a colour checkerboard and not printed digits: the tiny model did not learn to read
-3x5-pixel glyphs within its training budget, while it learns colour codes quickly. Likewise the
-global questions read a colour off a large area (POPE-style yes/no, shape kind and count stayed at
-chance within budget).
+from-scratch tiny model with zero-mean patch filters learns which quadrant holds the plate from the
+half-resolution view (94% in 500 steps), while earlier sessions found no way to make it find the
+12x10 px tag of v3, which is grey at half resolution. Why a colour checkerboard and not printed
+digits: the tiny model did not learn to read 3x5-pixel glyphs within its training budget, while it
+learns colour codes quickly. Likewise the global questions read a colour off a large area
+(POPE-style yes/no, shape kind and count stayed at chance within budget).
 """
 
 from __future__ import annotations
@@ -112,13 +112,16 @@ def draw_plate(image: Image.Image, x: int, y: int, code: str) -> Box:
     ink = np.array(CODE_COLORS[code], np.uint8)
     rows, cols = np.mgrid[0:PATCH_SIDE, 0:PATCH_SIDE]
     board = np.where(((rows + cols) % 2 == 0)[..., None], ink, 255 - ink).astype(np.uint8)
-    image.paste(Image.fromarray(board), (x + code_offset(), y + code_offset()))
-    return Box(x, y, x + PLATE_SIDE, y + PLATE_SIDE)
+    plate = Box(x, y, x + PLATE_SIDE, y + PLATE_SIDE)
+    image.paste(Image.fromarray(board), code_box(plate).as_tuple()[:2])
+    return plate
 
 
-def code_offset() -> int:
-    """Offset of the code patch inside the plate (even, so its 2x2 blocks are those of the view)."""
-    return (PLATE_SIDE - PATCH_SIDE) // 2
+def code_box(plate: Box) -> Box:
+    """The code patch in the middle of ``plate`` (at an even offset, so its 2x2 blocks are those of
+    the half-resolution view): all a reader needs of the plate."""
+    offset = (PLATE_SIDE - PATCH_SIDE) // 2
+    return Box(plate.x0 + offset, plate.y0 + offset, plate.x0 + offset + PATCH_SIDE, plate.y0 + offset + PATCH_SIDE)
 
 
 def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: Box, color: tuple[int, int, int]) -> None:

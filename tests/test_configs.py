@@ -39,3 +39,20 @@ def test_unknown_config_keys_are_errors(tmp_path):
     path.write_text("epochs = 1.0\nlearning_rat = 1e-4\n")
     with pytest.raises(ValueError, match="learning_rat"):
         SFTConfig.from_toml(path)
+
+
+def test_a_bad_config_file_is_a_clear_error_with_exit_status_2(tmp_path, capsys):
+    from awares.cli import main
+
+    for name, text, message in [
+        ("choice.toml", 'cost_mode = "token"\n', "cost_mode must be one of 'area', 'per-crop', 'tokens'"),
+        ("keys.toml", "learning_rat = 1e-4\n", "unknown keys"),
+        ("syntax.toml", "max_steps = \n", "cannot read config"),
+    ]:
+        path = tmp_path / name
+        path.write_text(text)
+        assert main(["train", "grpo", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+    assert main(["train", "grpo", str(tmp_path / "missing.toml")]) == 2
+    assert "cannot read config" in capsys.readouterr().err

@@ -15,3 +15,7 @@ class ModelLoadError(AwaresError):
 
 class InputError(AwaresError):
     """Any other invalid user input (an empty question, a bad option value)."""
+
+
+class ConfigError(InputError, ValueError):
+    """A config file that cannot be read, names unknown keys or holds a value out of its choices."""

@@ -11,17 +11,27 @@ from typing import Any
 import torch
 from transformers import AutoModelForImageTextToText, TrainingArguments
 
+from ..errors import ConfigError
+
 
 class TomlConfig:
     """Mixin for config dataclasses: ``from_toml`` (unknown keys are errors, not silently ignored)."""
 
     @classmethod
     def from_toml(cls, path: str | Path):
-        data = tomllib.loads(Path(path).read_text())
+        """The config in ``path``; a file that is missing, not TOML, names unknown keys or holds a
+        bad value raises ``ConfigError`` (the CLI exits 2 with its message)."""
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+            raise ConfigError(f"cannot read config {path}: {err}") from err
         unknown = set(data) - {f.name for f in fields(cls)}
         if unknown:
-            raise ValueError(f"unknown keys in {path}: {', '.join(sorted(unknown))}")
-        return cls(**data)
+            raise ConfigError(f"unknown keys in {path}: {', '.join(sorted(unknown))}")
+        try:
+            return cls(**data)
+        except ValueError as err:
+            raise ConfigError(f"{path}: {err}") from err
 
     @classmethod
     def load(cls, path: str | Path | None, **overrides: Any):

@@ -1,7 +1,12 @@
-"""Shared fixtures: one tiny random Qwen2.5-VL built offline per test session."""
+"""Shared fixtures: one tiny random Qwen2.5-VL built offline per test session.
+
+``AWARES_TEST_DEVICE=cuda`` runs the backend tests on the GPU (float32, so exact comparisons hold):
+``benchmarks/gpu_check.sh`` does.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -17,7 +22,7 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def backend(tiny_dir: Path) -> HFBackend:
-    return HFBackend.load(tiny_dir, device="cpu")
+    return HFBackend.load(tiny_dir, device=os.environ.get("AWARES_TEST_DEVICE", "cpu"), dtype="float32")
 
 
 def scene(width: int = 448, height: int = 336, seed: int = 0) -> Image.Image:

@@ -14,14 +14,32 @@ from awares.train.sft import SFTConfig
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("pipeline", ["configs/pipeline.toml", "configs/gpu/pipeline.toml"])
-def test_pipeline_configs_and_the_stage_configs_they_name_load(pipeline):
-    config = PipelineConfig.from_toml(ROOT / pipeline)
-    base = BaseTrainConfig.from_toml(ROOT / config.base)
+@pytest.mark.parametrize("pipeline", ["configs/pipeline.toml", "configs/gpu/pipeline.toml", "configs/gpu/check.toml"])
+def test_pipeline_configs_and_the_stage_configs_they_name_load(pipeline, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    config = PipelineConfig.from_toml(pipeline)
+    base = config.stage("base", BaseTrainConfig)
     TinyConfig(**base.model)
-    SFTConfig.from_toml(ROOT / config.sft)
-    grpo = GRPOConfig.from_toml(ROOT / config.grpo)
+    config.stage("sft", SFTConfig)
+    grpo = config.stage("grpo", GRPOConfig)
     assert grpo.on_malformed == "answer"  # a broken call must not fetch the whole image for free
+
+
+def test_pipeline_overrides_shorten_a_stage_config_and_are_checked(tmp_path):
+    check = PipelineConfig.from_toml(ROOT / "configs/gpu/check.toml")
+    full = PipelineConfig.from_toml(ROOT / "configs/gpu/pipeline.toml")
+    grpo, grpo_full = (c.stage("grpo", GRPOConfig, model="m") for c in (check, full))
+    assert (grpo.max_steps, grpo_full.max_steps) == (20, 400) and grpo.model == "m"
+    assert grpo.group_size == grpo_full.group_size == 8  # everything else is the stage's TOML
+    for text, message in [
+        ("[overrides.grpo]\nmax_step = 3\n", "unknown keys in \\[overrides.grpo\\]: max_step"),
+        ('[overrides.grpo]\ncost_mode = "token"\n', "cost_mode must be one of"),
+        ("[overrides.eval]\nlimit = 3\n", "unknown stages"),
+    ]:
+        path = tmp_path / "pipeline.toml"
+        path.write_text(text)
+        with pytest.raises(ValueError, match=message):
+            PipelineConfig.from_toml(path).stage("grpo", GRPOConfig)
 
 
 def test_the_7b_configs_train_a_bfloat16_lora_with_the_papers_recipe():

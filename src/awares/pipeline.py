@@ -8,7 +8,7 @@ sample, so re-running the same command finishes whatever is missing and redoes n
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from .evaluate import run_policy, summarize, write_report
 from .models import HFBackend
 from .runtime import Engine, RuntimeConfig
 from .train.base import BaseTrainConfig, train_base
+from .errors import ConfigError
 from .train.common import TomlConfig
 from .train.grpo import GRPOConfig, train_grpo
 from .train.sft import SFTConfig, train_sft
@@ -37,6 +38,19 @@ class PipelineConfig(TomlConfig):
     keep_unsolvable: bool = False  # curation: keep samples neither view answered
     batch_size: int = 8
     max_new_tokens: int = 16
+    # Keys set on top of a stage's TOML, by stage: `[overrides.base] max_steps = 300` runs a stage
+    # config shortened (benchmarks/gpu_check.sh's short run) without a copy of it.
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.overrides) - {"base", "sft", "grpo"}
+        if unknown:
+            raise ConfigError(f"overrides name unknown stages {sorted(unknown)}; stages are base, sft, grpo")
+
+    def stage(self, name: str, cls: type[TomlConfig], **paths: str) -> Any:
+        """Stage ``name``'s config: its TOML, the pipeline's ``paths`` and the stage's overrides."""
+        config = cls.load(getattr(self, name), **paths)
+        return config.with_values(self.overrides.get(name, {}), f"[overrides.{name}]")
 
 
 def _trained(final: Path) -> bool:
@@ -51,7 +65,7 @@ def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = print) -> 
         say(f"base: using {base}")
     else:
         say("base: training")
-        base = train_base(BaseTrainConfig.load(config.base, output_dir=str(out / "base")))
+        base = train_base(config.stage("base", BaseTrainConfig, output_dir=str(out / "base")))
 
     runtime = RuntimeConfig(max_new_tokens=config.max_new_tokens, batch_size=config.batch_size)
     base_engine = Engine(HFBackend.load(base), runtime)
@@ -64,16 +78,16 @@ def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = print) -> 
     trajectories = str(out / "curate" / "trajectories.jsonl")
 
     policies = {}
-    for name, cls, train, path, start in [
-        ("sft", SFTConfig, train_sft, config.sft, base),
-        ("grpo", GRPOConfig, train_grpo, config.grpo, out / "sft" / "final"),
+    for name, cls, train, start in [
+        ("sft", SFTConfig, train_sft, base),
+        ("grpo", GRPOConfig, train_grpo, out / "sft" / "final"),
     ]:
         final = out / name / "final"
         if _trained(final):
             say(f"{name}: done, skipped")
         else:
             say(f"{name}: training")
-            train(cls.load(path, data=trajectories, model=str(start), output_dir=str(out / name)))
+            train(config.stage(name, cls, data=trajectories, model=str(start), output_dir=str(out / name)))
         policies[name] = final
 
     say("eval: full, low, oracle (base model), sft and awares (crops policy)")

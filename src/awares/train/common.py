@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import tomllib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,16 @@ class TomlConfig:
             if value:
                 setattr(config, key, value)
         return config
+
+    def with_values(self, values: dict[str, Any], source: str = "overrides"):
+        """A copy with ``values`` set (checked as a TOML file's keys are); ``source`` names them in errors."""
+        unknown = set(values) - {f.name for f in fields(self)}
+        if unknown:
+            raise ConfigError(f"unknown keys in {source}: {', '.join(sorted(unknown))}")
+        try:
+            return replace(self, **values)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"{source}: {err}") from err
 
 
 @dataclass

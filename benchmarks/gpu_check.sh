@@ -2,6 +2,7 @@
 # The CUDA / bfloat16 paths on one GPU, in under 10 minutes; results in one folder.
 #
 #     bash benchmarks/gpu_check.sh [OUT_DIR]        # default runs/gpu-check
+#     GPU_CHECK_STEPS="tests pipeline" bash benchmarks/gpu_check.sh   # some steps only
 #
 # 1. the GPU tests (tests/test_gpu.py: bf16 answers vs CPU, batch vs one-at-a-time, bf16 SFT and
 #    GRPO steps) and the backend / runtime / trainer tests with their backend on CUDA;
@@ -24,9 +25,12 @@ if compgen -G ".whl/*.whl" >/dev/null; then
 fi
 export PYTHONPATH="$PWD/src:${PYTHONPATH:-}" PYTHONUNBUFFERED=1 AWARES_HOME="$OUT_DIR/home"
 
+STEPS=" ${GPU_CHECK_STEPS:-tests latency eval pipeline} "
+
 step() {  # step NAME SECONDS COMMAND...: run, log, and record status and wall time in the summary
     local name=$1 limit=$2 start=$SECONDS
     shift 2
+    [[ $STEPS == *" $name "* ]] || return 0
     echo "=== $name (limit ${limit}s): $*" | tee -a "$LOG"
     timeout "$limit" "$@" >>"$LOG" 2>&1
     local rc=$?
@@ -41,13 +45,13 @@ step() {  # step NAME SECONDS COMMAND...: run, log, and record status and wall t
 'transformers', transformers.__version__, 'gpu', torch.cuda.is_available())"
 } 2>&1 | tee -a "$SUMMARY" "$LOG"
 
-step tests 120 env AWARES_TEST_DEVICE=cuda python3 -m pytest -q -x -p no:cacheprovider tests/test_gpu.py \
+step tests 150 env AWARES_TEST_DEVICE=cuda python3 -m pytest -q -x -p no:cacheprovider tests/test_gpu.py \
     tests/test_models.py tests/test_runtime.py tests/test_grpo.py tests/test_train_sft.py tests/test_train_base.py
 tail -n 3 "$LOG" | grep -E "passed|failed|error" >>"$SUMMARY"
 step latency 50 python3 benchmarks/latency.py --data synthetic:test:32 --out "$OUT_DIR/latency.json"
 step eval 75 python3 -m awares.cli eval --data synthetic:test:200 --out "$OUT_DIR/eval" --batch-size 32 \
     --max-new-tokens 16
-step pipeline 150 python3 -m awares.cli pipeline configs/gpu/check.toml --out "$OUT_DIR/pipeline"
+step pipeline 300 python3 -m awares.cli pipeline configs/gpu/check.toml --out "$OUT_DIR/pipeline"
 for table in "$OUT_DIR/eval/table.md" "$OUT_DIR/pipeline/eval/table.md"; do
     [ -f "$table" ] && { echo; echo "## $table"; cat "$table"; } >>"$SUMMARY"
 done

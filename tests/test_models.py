@@ -64,7 +64,7 @@ def test_missing_and_corrupt_model_directories(tmp_path, tiny_dir):
 def _from_scratch_logits(backend, ids, mask, conversations):
     """Next-token logits of the full two-turn sequence, prefilled in one pass with every image."""
     images = [im for c in conversations for im in images_of(c)]
-    pixels = backend.processor.image_processor(images, return_tensors="pt")
+    pixels = backend.processor.image_processor(images, return_tensors="pt").to(backend.device)
     with torch.no_grad():
         out = backend.model(
             input_ids=ids,

@@ -29,7 +29,7 @@ def test_pipeline_overrides_shorten_a_stage_config_and_are_checked(tmp_path):
     check = PipelineConfig.from_toml(ROOT / "configs/gpu/check.toml")
     full = PipelineConfig.from_toml(ROOT / "configs/gpu/pipeline.toml")
     grpo, grpo_full = (c.stage("grpo", GRPOConfig, model="m") for c in (check, full))
-    assert (grpo.max_steps, grpo_full.max_steps) == (20, 400) and grpo.model == "m"
+    assert (grpo.max_steps, grpo_full.max_steps) == (10, 400) and grpo.model == "m"
     assert grpo.group_size == grpo_full.group_size == 8  # everything else is the stage's TOML
     for text, message in [
         ("[overrides.grpo]\nmax_step = 3\n", "unknown keys in \\[overrides.grpo\\]: max_step"),

@@ -12,7 +12,8 @@ One line of ``data.jsonl``::
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from tqdm.auto import tqdm
 from ..crops import Box
 from ..errors import InputError
 from ..jsonl import open_append
+from ..paths import is_inside, plain_name
 
 DATA_FILE = "data.jsonl"
 
@@ -56,39 +58,88 @@ class RowError:
     reason: str
 
 
-def parse_record(row: Any, root: Path) -> Record:
-    """Validate one decoded JSON row; raise ``ValueError`` naming the problem."""
+# A longer line is refused unread (a 54 MB question once took 13 GB of memory before it failed).
+MAX_LINE_BYTES = 1 << 20
+MAX_BOXES = 64
+MAX_KIND_CHARS = 64
+
+
+def _text(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{what} must be a non-empty string, not {type(value).__name__} {str(value)[:40]!r}")
+    return value
+
+
+def _box(value: Any) -> tuple[int, int, int, int]:
+    numbers = value if isinstance(value, list | tuple) and len(value) == 4 else None
+    if numbers is None or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in numbers
+    ):
+        raise ValueError(f"evidence boxes must be [x0, y0, x1, y1] of finite numbers, not {str(value)[:60]}")
+    box = tuple(int(v) for v in numbers)
+    if min(box) < 0 or box[2] <= box[0] or box[3] <= box[1]:
+        raise ValueError(f"evidence box {list(box)} is empty or has a negative coordinate")
+    return box  # type: ignore[return-value]
+
+
+def parse_record(row: Any, root: Path, allow_outside: bool = False) -> Record:
+    """Validate one decoded JSON row (every field's type and range); raise ``ValueError`` naming the
+    problem. The image must lie inside ``root``, the dataset's folder, unless ``allow_outside``."""
     if not isinstance(row, dict):
         raise ValueError("row is not a JSON object")
     missing = [k for k in ("id", "image", "question", "answers") if k not in row]
     if missing:
         raise ValueError(f"missing field(s) {', '.join(missing)}")
-    answers = row["answers"]
-    if isinstance(answers, str):
-        answers = [answers]
-    if not isinstance(answers, list) or not answers or not all(isinstance(a, str) for a in answers):
-        raise ValueError("answers must be a non-empty list of strings")
-    if not isinstance(row["question"], str) or not row["question"].strip():
-        raise ValueError("question must be a non-empty string")
-    evidence = row.get("evidence") or []
+    rid = row["id"]
+    if isinstance(rid, bool) or not isinstance(rid, str | int):
+        raise ValueError(f"id must be a string, not {type(rid).__name__}")
     try:
-        boxes = [tuple(int(v) for v in b) for b in evidence]
-        for b in boxes:
-            Box(*b)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"evidence must be a list of [x0, y0, x1, y1] boxes ({err})") from err
-    image = Path(row["image"])
-    return Record(
-        str(row["id"]),
-        str(image if image.is_absolute() else root / image),
-        row["question"],
-        answers,
-        boxes,
-        row.get("kind"),
-    )
+        rid = plain_name(str(rid), "id")
+    except InputError as err:
+        raise ValueError(str(err)) from err
+    answers = [row["answers"]] if isinstance(row["answers"], str) else row["answers"]
+    if not isinstance(answers, list) or not answers:
+        raise ValueError("answers must be a non-empty list of strings")
+    answers = [_text(a, "each answer") for a in answers]
+    evidence = row.get("evidence") or []
+    if not isinstance(evidence, list) or len(evidence) > MAX_BOXES:
+        raise ValueError(f"evidence must be a list of at most {MAX_BOXES} boxes")
+    kind = row.get("kind")
+    if kind is not None and (not isinstance(kind, str) or len(kind) > MAX_KIND_CHARS):
+        raise ValueError(f"kind must be a string of at most {MAX_KIND_CHARS} characters, or absent")
+    image = root / _text(row["image"], "image")
+    if not allow_outside and not is_inside(image, root):
+        raise ValueError(
+            f"image {row['image'][:80]!r} lies outside the dataset folder {root} (--allow-outside-images allows it)"
+        )
+    return Record(rid, str(image), _text(row["question"], "question"), answers, [_box(b) for b in evidence], kind)
 
 
-def read_jsonl(path: str | Path) -> tuple[list[Record], list[RowError]]:
+def check_evidence(record: Record, size: tuple[int, int]) -> None:
+    """Refuse a record whose evidence boxes do not lie inside its ``width x height`` image."""
+    width, height = size
+    for box in record.evidence:
+        if box[2] > width or box[3] > height:
+            raise InputError(f"evidence box {list(box)} of {record.id} lies outside its {width}x{height} image")
+
+
+def _lines(path: Path, limit: int) -> Iterator[tuple[int, bytes | None]]:
+    """Numbered lines of ``path``; ``None`` for a line longer than ``limit`` bytes (skipped unread)."""
+    with path.open("rb") as f:
+        number = 0
+        while line := f.readline(limit + 1):
+            number += 1
+            if len(line) > limit and not line.endswith(b"\n"):
+                while (rest := f.readline(1 << 16)) and not rest.endswith(b"\n"):
+                    pass
+                yield number, None
+            else:
+                yield number, line
+
+
+def read_jsonl(
+    path: str | Path, allow_outside: bool = False, max_line_bytes: int = MAX_LINE_BYTES
+) -> tuple[list[Record], list[RowError]]:
     """Read a dataset file; bad rows are reported in the returned errors and skipped."""
     path = Path(path)
     if path.is_dir():
@@ -96,21 +147,30 @@ def read_jsonl(path: str | Path) -> tuple[list[Record], list[RowError]]:
     if not path.is_file():
         raise InputError(f"dataset file {path} does not exist")
     records, errors, seen = [], [], set()
-    with path.open(encoding="utf-8", errors="replace") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = parse_record(json.loads(line), path.parent)
-            except (json.JSONDecodeError, ValueError) as err:
-                errors.append(RowError(number, str(err)))
-                continue
-            if record.id in seen:
-                errors.append(RowError(number, f"duplicate id {record.id!r}"))
-                continue
-            seen.add(record.id)
-            records.append(record)
+    for number, line in _lines(path, max_line_bytes):
+        if line is None:
+            errors.append(RowError(number, f"line longer than {max_line_bytes:,} bytes"))
+            continue
+        if not line.strip():
+            continue
+        try:
+            record = parse_record(json.loads(line.decode("utf-8", errors="replace")), path.parent, allow_outside)
+        except (json.JSONDecodeError, ValueError, RecursionError) as err:
+            reason = "JSON nested too deeply" if isinstance(err, RecursionError) else str(err)
+            errors.append(RowError(number, reason))
+            continue
+        if record.id in seen:
+            errors.append(RowError(number, f"duplicate id {record.id!r}"))
+            continue
+        seen.add(record.id)
+        records.append(record)
     return records, errors
+
+
+def write_row_errors(errors: list[RowError], path: Path) -> None:
+    """The dataset's bad rows as JSONL (``line``, ``reason``), replacing an earlier run's list."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(asdict(e)) + "\n" for e in errors))
 
 
 def write_dataset(samples: Iterable[Any], out_dir: str | Path, total: int | None = None) -> Path:
@@ -132,11 +192,15 @@ def write_dataset(samples: Iterable[Any], out_dir: str | Path, total: int | None
     return out_dir
 
 
-def load_hf(path: str | Path, columns: dict[str, str] | None = None, split: str | None = None) -> list[Record]:
-    """Records from a Hugging Face dataset saved with ``save_to_disk`` or from a parquet file.
+def load_hf(
+    path: str | Path, columns: dict[str, str] | None = None, split: str | None = None, allow_outside: bool = False
+) -> tuple[list[Record], list[RowError]]:
+    """Records and bad rows (numbered from 1) of a Hugging Face dataset saved with ``save_to_disk``
+    or of a parquet file, validated as ``read_jsonl`` validates a JSONL row.
 
     ``columns`` maps our field names (id, image, question, answers, evidence, kind) to the dataset's.
-    Image columns holding decoded images are written next to the dataset, under ``awares-images/``.
+    Image columns holding decoded images are written next to the dataset, under ``awares-images/``,
+    as ``<id>.png`` (ids must be plain names).
     """
     import datasets
 
@@ -149,17 +213,19 @@ def load_hf(path: str | Path, columns: dict[str, str] | None = None, split: str 
         if isinstance(ds, datasets.DatasetDict):
             ds = ds[split or next(iter(ds))]
     image_dir = (path.parent if path.is_file() else path) / "awares-images"
-    records = []
+    records, errors = [], []
     for i, row in enumerate(ds):
-        image = row[columns["image"]]
-        rid = str(row.get(columns["id"], i))
-        if not isinstance(image, str):  # a decoded PIL image
-            image_dir.mkdir(exist_ok=True)
-            target = image_dir / f"{rid}.png"
-            if not target.exists():
-                image.save(target)
-            image = str(target)
         mapped = {k: row.get(v) for k, v in columns.items() if v in row}
-        mapped.update(id=rid, image=image)
-        records.append(parse_record(mapped, path.parent))
-    return records
+        mapped.setdefault("id", i)
+        image = mapped.get("image")
+        try:
+            if image is not None and not isinstance(image, str):  # a decoded PIL image
+                target = image_dir / f"{plain_name(str(mapped['id']), 'id')}.png"
+                if not target.exists():
+                    image_dir.mkdir(exist_ok=True)
+                    image.save(target)
+                mapped["image"] = str(target.relative_to(path.parent))
+            records.append(parse_record(mapped, path.parent, allow_outside))
+        except (InputError, ValueError, OSError) as err:
+            errors.append(RowError(i + 1, str(err)))
+    return records, errors

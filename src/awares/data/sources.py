@@ -17,8 +17,11 @@ def synthetic_dir(split: str, n: int, root: Path, detail_fraction: float = 0.4) 
     return write_dataset(generate(split, n, detail_fraction), out, total=n)
 
 
-def resolve(spec: str, cache: Path | None = None) -> tuple[list[Record], list[RowError]]:
-    """Records and bad rows for ``spec``: ``synthetic:test``, ``synthetic:train:2000``, a folder or a file."""
+def resolve(
+    spec: str, cache: Path | None = None, allow_outside_images: bool = False
+) -> tuple[list[Record], list[RowError]]:
+    """Records and bad rows for ``spec``: ``synthetic:test``, ``synthetic:train:2000``, a folder or a
+    file (whose image paths must stay inside its folder unless ``allow_outside_images``)."""
     if spec.startswith("synthetic:"):
         from ..models.default import cache_dir
 
@@ -32,8 +35,10 @@ def resolve(spec: str, cache: Path | None = None) -> tuple[list[Record], list[Ro
             n = int(parts[2]) if len(parts) == 3 else DEFAULT_SIZES[split]
         except ValueError as err:
             raise InputError(f"bad sample count in {spec!r}") from err
+        if n < 1:
+            raise InputError(f"bad sample count in {spec!r}: it must be at least 1")
         return read_jsonl(synthetic_dir(split, n, (cache or cache_dir()) / "synthetic"))
     path = Path(spec)
     if not path.exists():
         raise InputError(f"dataset {path} does not exist")
-    return read_jsonl(path)
+    return read_jsonl(path, allow_outside=allow_outside_images)

@@ -113,10 +113,10 @@ def test_bad_rows_and_a_dead_judge_are_reported_then_retried(tmp_path, data, cap
     assert main(curate_args(ds, out, *dead)) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["samples"] == 0 and summary["errors"] == 4
-    assert summary["errors_by_stage"] == {"image": 1, "EndpointError": 3}
+    assert summary["errors_by_stage"] == {"input": 1, "EndpointError": 3}
     assert main(curate_args(ds, out)) == 0  # the rule judge: the three readable records are done now
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["samples"] == 3 and summary["errors_by_stage"] == {"image": 1}
+    assert summary["samples"] == 3 and summary["errors_by_stage"] == {"input": 1}
 
 
 def test_class_balance_and_unsolvable_flag(tmp_path):

@@ -70,7 +70,9 @@ def test_eval_skips_bad_rows_and_unreadable_images(tmp_path, tiny_dir, capsys):
     out = tmp_path / "eval"
     assert main(eval_args(data, tiny_dir, out, "--policy", "low")) == 0
     captured = capsys.readouterr()
-    assert "skipping line 5" in captured.err
+    assert "skipped 1 bad row(s)" in captured.err
+    (error,) = [json.loads(line) for line in (out / "data.errors.jsonl").read_text().splitlines()]
+    assert error["line"] == 5 and "Expecting property name" in error["reason"]
     ids = [json.loads(line)["id"] for line in (out / "low.jsonl").read_text().splitlines()]
     assert ids == ["test-000000", "test-000002", "test-000003"]
     assert "test-000001" in (out / "low.errors.jsonl").read_text()

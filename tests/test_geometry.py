@@ -86,7 +86,7 @@ def test_extract_crops_keeps_native_resolution_and_order():
 
 def test_low_res_view_halves_each_side_but_never_below_28px():
     assert low_res_size(1344, 896) == (672, 448)
-    assert low_res_size(1001, 667) == (500, 334)
+    assert low_res_size(1001, 667) == (500, 333)  # int(side * 0.5), as the reference code
     assert low_res_size(40, 1000) == (28, 500)
     assert low_res_size(20, 20) == (20, 20)  # never larger than the original
     assert low_res_size(800, 600, scale=0.25) == (200, 150)

@@ -28,7 +28,7 @@ def test_pipeline_runs_every_stage_then_skips_what_is_done(tmp_path, monkeypatch
         assert (run / stage / "final" / "train_log.json").is_file()
     assert (run / "curate" / "trajectories.jsonl").is_file()
     summary = json.loads((run / "eval" / "summary.json").read_text())
-    assert list(summary) == ["full", "low", "oracle", "sft", "awares"] and summary["full"]["all"]["n"] == 4
+    assert list(summary) == ["full", "low", "awares", "sft", "oracle"] and summary["full"]["all"]["n"] == 4
     first = capsys.readouterr().out
     assert "base: training" in first and "grpo: training" in first
     stamps = {s: (run / s / "final" / "model.safetensors").stat().st_mtime_ns for s in ("base", "sft", "grpo")}

@@ -2,7 +2,7 @@ import pytest
 from PIL import Image
 from transformers import Qwen2VLImageProcessorPil
 
-from awares.crops import VisionGrid, low_res_size, retained_token_ratio
+from awares.crops import VisionGrid, low_res_size
 from awares.models import load_processor
 
 SIZES = [
@@ -53,14 +53,18 @@ def test_token_count_matches_the_processor_grid(processor, size):
 def test_low_res_view_retains_a_quarter_of_the_tokens_on_aligned_images():
     grid = VisionGrid(min_pixels=32 * 28 * 28, max_pixels=2048 * 28 * 28)
     for size in [(1344, 896), (1120, 1120), (672, 1344)]:
-        assert retained_token_ratio(grid, size, [low_res_size(*size)]) == pytest.approx(0.25)
+        assert grid.tokens(*low_res_size(*size)) / grid.tokens(*size) == pytest.approx(0.25)
 
 
-def test_rtr_adds_the_low_res_view_and_the_crops():
+def test_above_the_pixel_cap_the_low_res_view_still_costs_about_a_quarter():
     grid = VisionGrid(min_pixels=32 * 28 * 28, max_pixels=2048 * 28 * 28)
-    full = (1344, 896)
-    quadrant = (672, 448)
-    assert retained_token_ratio(grid, full, [low_res_size(*full), quadrant, quadrant]) == pytest.approx(0.75)
+    for size in [(3000, 4000), (4000, 3000), (6000, 1500), (1500, 1100), (8000, 8000)]:
+        plain = grid.tokens(*low_res_size(*size)) / grid.tokens(*size)
+        capped = grid.tokens(*low_res_size(*size, max_pixels=grid.max_pixels)) / grid.tokens(*size)
+        assert capped <= 0.30, (size, capped)
+        assert plain > 0.30 or size == (1500, 1100)  # at plain 0.5x, a photo costs what the full image costs
+    for size in [(1344, 896), (1001, 667), (28, 500)]:  # within the cap: exactly the reference's size
+        assert low_res_size(*size, max_pixels=grid.max_pixels) == low_res_size(*size)
 
 
 def test_pixel_budget_caps_the_full_image():

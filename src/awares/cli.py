@@ -15,6 +15,28 @@ from .images import load_image
 from .runtime import POLICIES, Engine, Result, RuntimeConfig
 
 
+def _number(kind: type, low: float | None = None, high: float | None = None, low_open: bool = False):
+    """An argparse type: a ``kind`` number within ``[low, high]`` (``(low, high]`` if ``low_open``)."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a{'n integer' if kind is int else ' number'}") from None
+        if value != value or (low is not None and (value <= low if low_open else value < low)):
+            raise argparse.ArgumentTypeError(f"{text} is out of range: must be {'>' if low_open else '>='} {low}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"{text} is out of range: must be <= {high}")
+        return value
+
+    return parse
+
+
+POSITIVE = _number(int, 1)
+FRACTION = _number(float, 0.0, 1.0)  # [0, 1]
+SCALE = _number(float, 0.0, 1.0, low_open=True)  # (0, 1]
+
+
 def _model_dir(args: argparse.Namespace, policy: str) -> Path:
     """``--model``, else the embedded default for ``policy``: the shipped AwaRes policy for ``crops``,
     the shipped base VLM for the baselines."""
@@ -28,7 +50,10 @@ def _engine(args: argparse.Namespace, model_dir: Path) -> Engine:
 
     backend = HFBackend.load(model_dir, device=args.device, dtype=args.dtype)
     config = RuntimeConfig(
-        max_new_tokens=args.max_new_tokens, low_res_scale=args.low_res_scale, strict_parse=args.strict
+        max_new_tokens=args.max_new_tokens,
+        low_res_scale=args.low_res_scale,
+        strict_parse=args.strict,
+        max_question_tokens=args.max_question_tokens,
     )
     return Engine(backend, config)
 
@@ -113,12 +138,21 @@ def cmd_train_base(args: argparse.Namespace) -> None:
 
 
 def _records(args: argparse.Namespace) -> list:
-    """The records of ``--data`` (bad rows reported and skipped), the first ``--limit`` of them."""
+    """The records of ``--data``, the first ``--limit`` of them. Bad rows are skipped and listed,
+    with their line and reason, in ``<--out>/data.errors.jsonl``."""
     from .data import resolve
+    from .data.records import write_row_errors
 
-    records, errors = resolve(args.data)
-    for error in errors:
-        print(f"awares: skipping line {error.line} of the dataset: {error.reason}", file=sys.stderr)
+    out = Path(args.out)
+    data = Path(args.data)
+    if data.exists() and out.resolve() == (data if data.is_dir() else data.parent).resolve():
+        raise InputError(f"--out {out} is the dataset's folder; give the results a folder of their own")
+    records, errors = resolve(args.data, allow_outside_images=args.allow_outside_images)
+    write_row_errors(errors, out / "data.errors.jsonl")
+    if errors:
+        print(
+            f"awares: skipped {len(errors)} bad row(s) of the dataset; see {out / 'data.errors.jsonl'}", file=sys.stderr
+        )
     records = records[: args.limit] if args.limit else records
     if not records:
         raise InputError(f"no usable records in {args.data}")
@@ -143,7 +177,8 @@ def cmd_train_grpo(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from .evaluate import run_policy, summarize, write_report
+    from .evaluate import evaluate
+    from .paths import plain_name
 
     policies = [p.strip() for p in args.policy.split(",") if p.strip()]
     unknown = [p for p in policies if p not in POLICIES]
@@ -151,20 +186,15 @@ def cmd_eval(args: argparse.Namespace) -> None:
         raise InputError(f"unknown policies {unknown}; choose from {', '.join(POLICIES)}")
     if args.name and len(policies) != 1:
         raise InputError("--name names the results of one policy; give a single --policy")
+    names = [plain_name(args.name, "--name")] if args.name else policies
     records = _records(args)
-    out = Path(args.out)
-    ids = {r.id for r in records}
     engines = _engines(args, policies)
-    for policy, engine in engines.items():
+    for engine in engines.values():
         engine.config.batch_size = args.batch_size
-        run_policy(engine, records, policy, out / f"{args.name or policy}.jsonl", batch_size=args.batch_size)
-    # The table holds every result file of the folder: several models can share one report.
-    names = [f.stem for f in out.glob("*.jsonl") if not f.name.endswith(".errors.jsonl")]
-    order = {"full": 0, "low": 1, "oracle": 3}
-    names.sort(key=lambda n: (order.get(n, 2), n))
-    summaries = {n: summarize(out / f"{n}.jsonl", ids) for n in names}
-    print(write_report({n: s for n, s in summaries.items() if s}, out), end="")
-    print(f"results in {out}/ (summary.json, table.md, pareto.png, <name>.jsonl)")
+    runs = {name: (policy, engines[policy]) for name, policy in zip(names, policies)}
+    _, table = evaluate(runs, records, Path(args.out), batch_size=args.batch_size)
+    print(table, end="")
+    print(f"results in {args.out}/ (summary.json, table.md, pareto.png, <name>.jsonl)")
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -178,8 +208,7 @@ def _shard(text: str) -> tuple[int, int]:
 
 
 def cmd_curate(args: argparse.Namespace) -> None:
-    from .curate import CurateConfig, GroundTruthOracle, LLMJudge, OCROracle, RuleJudge, VLMOracle, curate
-    from .models.endpoint import ChatEndpoint
+    from .curate import CurateConfig, curate, make_judge, make_oracle
 
     shard, num_shards = _shard(args.shard)
     config = CurateConfig(
@@ -191,19 +220,10 @@ def cmd_curate(args: argparse.Namespace) -> None:
         shard=shard,
         num_shards=num_shards,
     )
-    if args.judge == "llm":
-        if not (args.judge_url and args.judge_model):
-            raise InputError("--judge llm needs --judge-url and --judge-model")
-        judge = LLMJudge.from_args(args.judge_url, args.judge_model, args.judge_template)
-    else:
-        judge = RuleJudge(anls_threshold=args.anls_threshold, numeric_tolerance=args.numeric_tolerance)
-    if args.oracle == "vlm":
-        if not (args.oracle_url and args.oracle_model):
-            raise InputError("--oracle vlm needs --oracle-url and --oracle-model")
-        endpoint = ChatEndpoint(args.oracle_url, args.oracle_model)
-        oracle = VLMOracle(lambda image, prompt: endpoint.complete(prompt, [image]))
-    else:
-        oracle = OCROracle() if args.oracle == "ocr" else GroundTruthOracle()
+    judge = make_judge(
+        args.judge, args.anls_threshold, args.numeric_tolerance, args.judge_url, args.judge_model, args.judge_template
+    )
+    oracle = make_oracle(args.oracle, args.oracle_url, args.oracle_model)
     records = _records(args)
     summary = curate(records, _engine(args, _model_dir(args, "full")), judge, oracle, config)
     print(json.dumps(summary, indent=2))
@@ -234,8 +254,13 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dtype", choices=["float32", "bfloat16", "float16"], help="default: bfloat16 on CUDA, float32 on CPU"
     )
-    parser.add_argument("--max-new-tokens", type=int, default=32)
-    parser.add_argument("--low-res-scale", type=float, default=0.5, help="side scale of the low-res view")
+    parser.add_argument("--max-new-tokens", type=_number(int, 1, 4096), default=32)
+    parser.add_argument(
+        "--low-res-scale", type=SCALE, default=0.5, help="side scale of the low-res view, in (0, 1] (default 0.5)"
+    )
+    parser.add_argument(
+        "--max-question-tokens", type=POSITIVE, default=1024, help="longer questions are refused (default 1024)"
+    )
     parser.add_argument("--strict", action="store_true", help="accept only the exact documented tool-call form")
 
 
@@ -266,39 +291,49 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="evaluate policies on a dataset: accuracy, RTR, calls, latency")
     ev.add_argument("--data", default="synthetic:test", help="synthetic:SPLIT[:N], a dataset folder or a data.jsonl")
+    ev.add_argument(
+        "--allow-outside-images", action="store_true", help="accept image paths outside the dataset's folder"
+    )
     ev.add_argument("--policy", default="full,low,crops,oracle", help="comma-separated policies")
-    ev.add_argument("--limit", type=int, help="only the first N records")
+    ev.add_argument("--limit", type=POSITIVE, help="only the first N records")
     ev.add_argument("--out", default="runs/eval", help="results folder (re-running resumes)")
-    ev.add_argument("--batch-size", type=int, default=8)
+    ev.add_argument("--batch-size", type=POSITIVE, default=8)
     ev.add_argument("--name", help="name this run's results (one policy), e.g. sft: rows of several models, one table")
     _model_options(ev)
     ev.set_defaults(func=cmd_eval)
 
     cur = sub.add_parser("curate", help="label samples, ground the evidence, write multi-turn trajectories")
     cur.add_argument("--data", default="synthetic:train:2000", help="synthetic:SPLIT[:N], a folder or a data.jsonl")
-    cur.add_argument("--limit", type=int, help="only the first N records")
+    cur.add_argument(
+        "--allow-outside-images", action="store_true", help="accept image paths outside the dataset's folder"
+    )
+    cur.add_argument("--limit", type=POSITIVE, help="only the first N records")
     cur.add_argument("--out", default="runs/curate", help="output folder (re-running resumes)")
     cur.add_argument("--shard", default="0/1", help="I/N: run the I-th of N shards (0-based); shards merge")
-    cur.add_argument("--batch-size", type=int, default=8)
+    cur.add_argument("--batch-size", type=POSITIVE, default=8)
     cur.add_argument("--judge", choices=["rule", "llm"], default="rule")
-    cur.add_argument("--anls-threshold", type=float, help="rule judge: also accept ANLS >= this")
-    cur.add_argument("--numeric-tolerance", type=float, default=0.0, help="rule judge: relative tolerance")
+    cur.add_argument("--anls-threshold", type=FRACTION, help="rule judge: also accept ANLS >= this")
+    cur.add_argument(
+        "--numeric-tolerance", type=_number(float, 0.0), default=0.0, help="rule judge: relative tolerance"
+    )
     cur.add_argument("--judge-url", help="LLM judge: OpenAI-compatible base URL, e.g. http://localhost:8000/v1")
     cur.add_argument("--judge-model", help="LLM judge: model name on that server")
     cur.add_argument("--judge-template", help="LLM judge: prompt file with {question} {answers} {prediction}")
     cur.add_argument("--oracle", choices=["gt", "ocr", "vlm"], default="gt", help="gt: the dataset's boxes")
     cur.add_argument("--oracle-url", help="VLM oracle: OpenAI-compatible base URL")
     cur.add_argument("--oracle-model", help="VLM oracle: grounding model name (boxes 0-1000)")
-    cur.add_argument("--min-coverage", type=float, default=1.0, help="evidence fraction the crops must cover")
+    cur.add_argument(
+        "--min-coverage", type=_number(float, 0.0, 1.0, low_open=True), default=1.0, help="evidence fraction to cover"
+    )
     cur.add_argument("--keep-unsolvable", action="store_true", help="keep samples no view answered")
-    cur.add_argument("--direct-ratio", type=float, help="at most this many direct per crop trajectory")
+    cur.add_argument("--direct-ratio", type=_number(float, 0.0), help="at most this many direct per crop trajectory")
     _model_options(cur)
     cur.set_defaults(func=cmd_curate)
 
     synth = sub.add_parser("synth", help="export a split of the synthetic benchmark (JSONL + images)")
     synth.add_argument("--split", choices=["train", "val", "test"], default="test")
-    synth.add_argument("--n", type=int, default=400)
-    synth.add_argument("--detail-fraction", type=float, default=0.4)
+    synth.add_argument("--n", type=POSITIVE, default=400)
+    synth.add_argument("--detail-fraction", type=FRACTION, default=0.4)
     synth.add_argument("--out", required=True)
     synth.set_defaults(func=cmd_synth)
 
@@ -326,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     tiny = sub.add_parser("build-tiny", help="build a random-init tiny Qwen2.5-VL with its processor, offline")
     tiny.add_argument("output")
-    tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument("--seed", type=_number(int, 0), default=0)
     tiny.set_defaults(func=cmd_build_tiny)
     return parser
 

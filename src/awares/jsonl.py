@@ -1,11 +1,17 @@
-"""Append-only JSONL logs that survive ``kill -9``: the resumable output of every long job."""
+"""Append-only JSONL logs that survive ``kill -9``, and one writer at a time: the resumable output of
+every long job."""
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
+
+from .errors import InputError
 
 
 def rows(path: Path) -> Iterator[dict[str, Any]]:
@@ -43,3 +49,28 @@ def append(out: IO[str], row: dict[str, Any]) -> None:
     """Write one row and flush it, so a later interruption cannot lose it."""
     out.write(json.dumps(row) + "\n")
     out.flush()
+
+
+@contextmanager
+def single_writer(lock: Path) -> Iterator[None]:
+    """Hold the lock file ``lock`` (an OS lock, so a killed holder frees it; the file keeps the
+    holder's pid) for the ``with`` block; if another live process holds it, an ``InputError`` names it."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            raise InputError(
+                f"{lock.parent} is being written by another run (pid {holder}, lock file {lock.name}); "
+                "wait for it to finish or choose another output folder"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

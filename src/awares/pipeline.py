@@ -14,11 +14,11 @@ from typing import Any
 
 from .curate import CurateConfig, GroundTruthOracle, RuleJudge, curate
 from .data import resolve
-from .evaluate import run_policy, summarize, write_report
+from .errors import ConfigError
+from .evaluate import evaluate
 from .models import HFBackend
 from .runtime import Engine, RuntimeConfig
 from .train.base import BaseTrainConfig, train_base
-from .errors import ConfigError
 from .train.common import TomlConfig
 from .train.grpo import GRPOConfig, train_grpo
 from .train.sft import SFTConfig, train_sft
@@ -92,17 +92,13 @@ def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = print) -> 
 
     say("eval: full, low, oracle (base model), sft and awares (crops policy)")
     test, _ = resolve(config.eval_data)
-    results = out / "eval"
-    runs = [
-        ("full", "full", base_engine),
-        ("low", "low", base_engine),
-        ("oracle", "oracle", base_engine),
-        ("sft", "crops", Engine(HFBackend.load(policies["sft"]), runtime)),
-        ("awares", "crops", Engine(HFBackend.load(policies["grpo"]), runtime)),
-    ]
-    for name, policy, engine in runs:
-        run_policy(engine, test, policy, results / f"{name}.jsonl", batch_size=config.batch_size)
-    ids = {r.id for r in test}
-    summaries = {name: summarize(results / f"{name}.jsonl", ids) for name, _, _ in runs}
-    say(write_report(summaries, results))
+    runs = {
+        "full": ("full", base_engine),
+        "low": ("low", base_engine),
+        "oracle": ("oracle", base_engine),
+        "sft": ("crops", Engine(HFBackend.load(policies["sft"]), runtime)),
+        "awares": ("crops", Engine(HFBackend.load(policies["grpo"]), runtime)),
+    }
+    summaries, table = evaluate(runs, test, out / "eval", batch_size=config.batch_size)
+    say(table)
     return summaries

@@ -41,6 +41,7 @@ class RuntimeConfig:
     on_malformed: Literal["all", "answer"] = "all"
     system_prompt: str = SYSTEM_PROMPT
     batch_size: int = 8
+    max_question_tokens: int = 1024  # a longer question is refused (InputError), never truncated
     # Generation keyword arguments for both turns, e.g. {"do_sample": True, "temperature": 1.0} for
     # RL rollouts; empty means greedy decoding.
     sampling: dict[str, Any] = field(default_factory=dict)
@@ -101,6 +102,10 @@ class Engine:
         self.backend = backend
         self.config = config or RuntimeConfig()
         self.grid = VisionGrid.from_processor(backend.processor)
+        tokenizer = backend.processor.tokenizer
+        # Control tokens (<|im_end|>, <|image_pad|>, ...): in user text the tokenizer would parse them
+        # as control tokens, so a question could open a chat turn or break the image-token count.
+        self.reserved = sorted(t.content for t in tokenizer.added_tokens_decoder.values() if t.special)
 
     def describe(self) -> dict[str, Any]:
         """What determines this engine's answers: the backend's model (``describe()`` when it has
@@ -127,12 +132,23 @@ class Engine:
             results.extend(self._run_batch(list(requests[start : start + size]), policy))
         return results
 
+    def check_question(self, question: str) -> None:
+        """Refuse an empty or over-long question, or one holding a control token of the tokenizer."""
+        if not isinstance(question, str) or not question.strip():
+            raise InputError("the question is empty")
+        limit = self.config.max_question_tokens
+        # Characters first: a token holds a few, so a 50 MB question is refused before it is tokenized.
+        if len(question) > 32 * limit or len(self.backend.processor.tokenizer(question).input_ids) > limit:
+            raise InputError(f"the question is longer than {limit} tokens (max_question_tokens)")
+        found = [t for t in self.reserved if t in question]
+        if found:
+            raise InputError(f"the question contains the reserved token(s) {', '.join(found)}")
+
     def _run_batch(self, requests: list[Request], policy: Policy) -> list[Result]:
         for r in requests:
-            if not r.question.strip():
-                raise InputError("the question is empty")
+            self.check_question(r.question)
         images = [load_image(r.image) for r in requests]
-        lows = [low_res_view(im, self.config.low_res_scale) for im in images]
+        lows = [low_res_view(im, self.config.low_res_scale, max_pixels=self.grid.max_pixels) for im in images]
         if policy == "full":
             return self._single_pass(policy, images, images, requests, system_prompt=None)
         if policy == "low":

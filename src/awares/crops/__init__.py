@@ -13,7 +13,7 @@ from .geometry import (
     low_res_view,
 )
 from .mapping import CropSelection, boxes_to_crops, coverage, iou_crops
-from .tokens import MAX_ASPECT_RATIO, VisionGrid, retained_token_ratio
+from .tokens import MAX_ASPECT_RATIO, VisionGrid
 
 __all__ = [
     "ALL",
@@ -32,5 +32,4 @@ __all__ = [
     "iou_crops",
     "low_res_size",
     "low_res_view",
-    "retained_token_ratio",
 ]

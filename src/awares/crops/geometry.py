@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from PIL import Image
@@ -114,18 +115,29 @@ def extract_crops(
     return [image.crop(crop_box(cid, *image.size, min_side=min_side).as_tuple()) for cid in crop_ids]
 
 
-def low_res_size(width: int, height: int, scale: float = 0.5, min_side: int = MIN_VIEW_SIDE) -> tuple[int, int]:
-    """Size of the low-resolution view: ``scale`` per side, never below ``min_side`` nor above the original."""
+def low_res_size(
+    width: int, height: int, scale: float = 0.5, min_side: int = MIN_VIEW_SIDE, max_pixels: int | None = None
+) -> tuple[int, int]:
+    """Size of the low-resolution view: ``int(side * scale)`` as in the reference code, never below
+    ``min_side`` nor above the original. With ``max_pixels`` (the processor's cap), the scale becomes
+    ``scale * min(1, sqrt(max_pixels / (width * height)))``: the view is never more than ``scale`` per
+    side of what the processor makes of the full image, so a low-res answer costs about ``scale**2``
+    of the full image's tokens on any size (a 3000x4000 photo at plain 0.5x would still exceed the
+    cap and cost as much as the full image)."""
     if not 0 < scale <= 1:
         raise ValueError(f"low-res scale must be in (0, 1], got {scale}")
+    if max_pixels:
+        scale *= min(1.0, math.sqrt(max_pixels / (width * height)))
 
     def side(s: int) -> int:
-        return min(s, max(round(s * scale), min_side))
+        return min(s, max(int(s * scale), min_side))
 
     return side(width), side(height)
 
 
-def low_res_view(image: Image.Image, scale: float = 0.5, min_side: int = MIN_VIEW_SIDE) -> Image.Image:
-    """The low-resolution global view (Lanczos), as in the reference implementation."""
-    size = low_res_size(*image.size, scale=scale, min_side=min_side)
+def low_res_view(
+    image: Image.Image, scale: float = 0.5, min_side: int = MIN_VIEW_SIDE, max_pixels: int | None = None
+) -> Image.Image:
+    """The low-resolution global view (Lanczos), as in the reference implementation (see ``low_res_size``)."""
+    size = low_res_size(*image.size, scale=scale, min_side=min_side, max_pixels=max_pixels)
     return image if size == image.size else image.resize(size, Image.Resampling.LANCZOS)

@@ -1,8 +1,7 @@
-"""Exact visual-token accounting for Qwen2-VL-style processors, and the retained-token ratio (RTR)."""
+"""Exact visual-token accounting for Qwen2-VL-style processors."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,8 +43,3 @@ class VisionGrid:
         """Visual tokens the language model sees for a ``width`` x ``height`` image."""
         w, h = self.resized(width, height)
         return (w // self.patch_size) * (h // self.patch_size) // self.merge_size**2
-
-
-def retained_token_ratio(grid: VisionGrid, full_size: tuple[int, int], view_sizes: Iterable[tuple[int, int]]) -> float:
-    """RTR: visual tokens of all views shown to the model over the tokens of the full-resolution image."""
-    return sum(grid.tokens(*s) for s in view_sizes) / grid.tokens(*full_size)

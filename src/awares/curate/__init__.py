@@ -1,7 +1,7 @@
 """Automatic supervision: judge labels, oracle boxes, crop targets and multi-turn trajectories."""
 
-from .judge import Judge, JudgeError, LLMJudge, RuleJudge, label, parse_verdict
-from .oracle import GroundTruthOracle, OCROracle, Oracle, OracleError, VLMOracle, backend_asker, parse_box
+from .judge import Judge, JudgeError, LLMJudge, RuleJudge, label, make_judge, parse_verdict
+from .oracle import GroundTruthOracle, OCROracle, Oracle, OracleError, VLMOracle, make_oracle, parse_box
 from .pipeline import CurateConfig, curate, finalize, shard_of
 from .trajectories import ImageStore, trajectory
 
@@ -17,10 +17,11 @@ __all__ = [
     "OracleError",
     "RuleJudge",
     "VLMOracle",
-    "backend_asker",
     "curate",
     "finalize",
     "label",
+    "make_judge",
+    "make_oracle",
     "parse_box",
     "parse_verdict",
     "shard_of",

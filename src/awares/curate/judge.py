@@ -8,7 +8,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal, Protocol
 
-from ..errors import AwaresError
+from ..errors import AwaresError, InputError
 from ..evaluate.metrics import anls, exact_match, normalize
 from ..models.endpoint import ChatEndpoint
 
@@ -88,3 +88,19 @@ def label(judge: Judge, question: str, answers: list[str], low: str, full: str) 
     if judge(question, low, answers):
         return "direct"
     return "crop" if judge(question, full, answers) else "unsolvable"
+
+
+def make_judge(
+    kind: Literal["rule", "llm"] = "rule",
+    anls_threshold: float | None = None,
+    numeric_tolerance: float = 0.0,
+    url: str | None = None,
+    model: str | None = None,
+    template: str | Path | None = None,
+) -> Judge:
+    """The judge ``awares curate --judge`` names: rule-based, or an LLM on an OpenAI-compatible server."""
+    if kind == "rule":
+        return RuleJudge(anls_threshold=anls_threshold, numeric_tolerance=numeric_tolerance)
+    if not (url and model):
+        raise InputError("--judge llm needs --judge-url and --judge-model")
+    return LLMJudge.from_args(url, model, template)

@@ -14,7 +14,7 @@ from PIL import Image
 
 from ..crops import Box
 from ..data import Record
-from ..errors import AwaresError
+from ..errors import AwaresError, InputError
 from ..evaluate.metrics import normalize
 
 
@@ -152,11 +152,16 @@ class VLMOracle:
             raise OracleError(f"{record.id}: {err}") from err
 
 
-def backend_asker(backend: Any, max_new_tokens: int = 64) -> Callable[[Image.Image, str], str]:
-    """``ask`` for ``VLMOracle`` from a local backend (``HFBackend``): one greedy single-turn reply."""
-    from ..protocol import turn1_messages
+def make_oracle(kind: Literal["gt", "ocr", "vlm"] = "gt", url: str | None = None, model: str | None = None) -> Oracle:
+    """The oracle ``awares curate --oracle`` names: the dataset's boxes, OCR, or a grounding VLM on an
+    OpenAI-compatible server."""
+    if kind == "ocr":
+        return OCROracle()
+    if kind == "gt":
+        return GroundTruthOracle()
+    if not (url and model):
+        raise InputError("--oracle vlm needs --oracle-url and --oracle-model")
+    from ..models.endpoint import ChatEndpoint
 
-    def ask(image: Image.Image, prompt: str) -> str:
-        return backend.generate([turn1_messages(image, prompt, None)], max_new_tokens=max_new_tokens).texts[0]
-
-    return ask
+    endpoint = ChatEndpoint(url, model)
+    return VLMOracle(lambda image, prompt: endpoint.complete(prompt, [image]))

@@ -21,9 +21,10 @@ from tqdm.auto import tqdm
 
 from ..crops import boxes_to_crops, coverage, extract_crops
 from ..data import Record
+from ..data.records import check_evidence
 from ..errors import AwaresError
 from ..images import load_image
-from ..jsonl import append, done_ids, open_append, rows
+from ..jsonl import append, done_ids, open_append, rows, single_writer
 from ..protocol import images_of
 from ..runtime import Engine, Request, Result
 from .judge import Judge, label
@@ -59,7 +60,8 @@ def shard_files(out: Path, shard: int, num_shards: int) -> tuple[Path, Path]:
 
 
 def curate(records: list[Record], engine: Engine, judge: Judge, oracle: Oracle, config: CurateConfig) -> dict:
-    """Curate this shard's records (skipping those already done), then merge all shards; the summary."""
+    """Curate this shard's records (skipping those already done), then merge all shards; the summary.
+    One run writes a shard at a time; shards can run at once."""
     out = Path(config.out_dir)
     rows_file, errors_file = shard_files(out, config.shard, config.num_shards)
     mine = [r for r in records if shard_of(r.id, config.num_shards) == config.shard]
@@ -67,6 +69,7 @@ def curate(records: list[Record], engine: Engine, judge: Judge, oracle: Oracle, 
     todo = [r for r in mine if r.id not in done]
     store = ImageStore(out)
     with (
+        single_writer(rows_file.with_suffix(".lock")),
         open_append(rows_file) as results,
         open_append(errors_file) as errors,
         tqdm(total=len(mine), initial=len(mine) - len(todo), desc="curate", unit="sample") as bar,
@@ -86,9 +89,12 @@ def _curate_batch(
     loaded: list[tuple[Record, Image.Image]] = []
     for record in batch:
         try:
-            loaded.append((record, load_image(record.image)))
+            engine.check_question(record.question)
+            image = load_image(record.image)
+            check_evidence(record, image.size)
+            loaded.append((record, image))
         except (AwaresError, OSError) as err:
-            yield {"id": record.id, "stage": "image", "error": str(err)}
+            yield {"id": record.id, "stage": "input", "error": str(err)}
     if not loaded:
         return
     requests = [Request(image, record.question) for record, image in loaded]

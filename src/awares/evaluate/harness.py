@@ -13,11 +13,35 @@ from tqdm.auto import tqdm
 
 from ..crops import boxes_to_crops, coverage
 from ..data import Record
+from ..data.records import check_evidence
 from ..errors import AwaresError, InputError
 from ..images import load_image
-from ..jsonl import append, done_ids, open_append, rows
+from ..jsonl import append, done_ids, open_append, rows, single_writer
+from ..paths import plain_name
 from ..runtime import Engine, Request, Result
 from .metrics import anls, exact_match
+from .report import write_report
+
+RUN_SUFFIX = ".run.json"  # beside each result file: the run that made it (see check_provenance)
+
+
+def evaluate(
+    runs: dict[str, tuple[str, Engine]], records: list[Record], out: Path, batch_size: int = 8
+) -> tuple[dict[str, dict[str, Any]], str]:
+    """Run each named ``(policy, engine)`` on ``records`` into ``out/<name>.jsonl`` (resuming), then
+    report every result file of ``out`` on these records (several models can share one table):
+    ``summary.json``, ``table.md``, ``pareto.png``. One run writes to ``out`` at a time."""
+    with single_writer(out / ".lock"):
+        for name, (policy, engine) in runs.items():
+            run_policy(engine, records, policy, out / f"{plain_name(name, 'result name')}.jsonl", batch_size)
+        ids = {r.id for r in records}
+        names = {p.name.removesuffix(RUN_SUFFIX) for p in out.glob(f"*{RUN_SUFFIX}")}
+        order = {"full": 0, "low": 1, "oracle": 3}  # baselines around the policies
+        ranked = sorted(names, key=lambda n: (order.get(n, 2), n))
+        summaries = {n: s for n in ranked if (s := summarize(out / f"{n}.jsonl", ids))}
+        if not summaries:
+            raise InputError(f"no record was answered; the reasons are in {out}/*.errors.jsonl")
+        return summaries, write_report(summaries, out)
 
 
 def oracle_crops(record: Record, size: tuple[int, int]) -> tuple[str, ...]:
@@ -70,7 +94,7 @@ def check_provenance(out_file: Path, run: dict[str, Any], has_results: bool) -> 
     """Record ``run`` in ``<out_file>.run.json`` before the first result; refuse to add results of
     a different run (another model, retrained weights, other settings) when ``out_file`` already
     ``has_results``."""
-    record = out_file.with_suffix(".run.json")
+    record = out_file.with_suffix(RUN_SUFFIX)
     try:
         known = json.loads(record.read_text()) if record.is_file() else None
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -102,10 +126,9 @@ def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> 
 
 
 def _request(record: Record, policy: str) -> Request:
-    if policy != "oracle":
-        return Request(record.image, record.question)
-    image = load_image(record.image)  # decoded once: its size maps the evidence, the engine reuses it
-    return Request(image, record.question, oracle_crops(record, image.size))
+    image = load_image(record.image)  # decoded once: its size checks the evidence, the engine reuses it
+    check_evidence(record, image.size)
+    return Request(image, record.question, oracle_crops(record, image.size) if policy == "oracle" else ())
 
 
 def _answer(engine: Engine, batch: list[Record], policy: str, errors: Path) -> tuple[list[Record], list[Result]]:
@@ -146,10 +169,30 @@ def _stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+_ROW_TYPES = {
+    "id": str,
+    "correct": int | float,
+    "anls": int | float,
+    "rtr": int | float,
+    "crops": list,
+    "latency": int | float,
+    "parse_status": str,
+}
+
+
+def _well_formed(row: dict[str, Any]) -> bool:
+    """Whether a result row has every field ``_stats`` reads, of its type (a file written by an
+    older or broken run can hold anything)."""
+    kind = row.get("kind")
+    return all(isinstance(row.get(k), t) for k, t in _ROW_TYPES.items()) and (kind is None or isinstance(kind, str))
+
+
 def summarize(out_file: Path, ids: set[str] | None = None) -> dict[str, Any]:
-    """Overall and per-kind statistics of one policy's result file (restricted to ``ids`` if given);
+    """Overall and per-kind statistics of one policy's result file (restricted to ``ids`` if given),
+    each id counted once (its last row); rows that are not well-formed result rows are left out;
     empty when no result matches."""
-    results = [r for r in rows(out_file) if ids is None or r["id"] in ids]
+    latest = {r["id"]: r for r in rows(out_file) if _well_formed(r) and (ids is None or r["id"] in ids)}
+    results = list(latest.values())
     if not results:
         return {}
     summary = {"all": _stats(results)}

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForImageTextToText, Cache
 
-from ..errors import ModelLoadError
+from ..errors import InputError, ModelLoadError
 from ..protocol import Message, images_of
 from .processor import load_processor
 
@@ -45,13 +45,30 @@ class Session:
 
 
 def _check_model_dir(path: Path) -> None:
-    if not path.is_dir():
+    if not path.exists():
         raise ModelLoadError(f"model directory {path} does not exist")
+    if not path.is_dir():
+        raise ModelLoadError(f"{path} is not a directory: a model is a folder with config.json and weights")
     missing = [name for name in _REQUIRED_FILES if not (path / name).is_file()]
     if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
         missing.append("model weights (*.safetensors)")
     if missing:
         raise ModelLoadError(f"model directory {path} is missing {', '.join(missing)}")
+
+
+def check_device(device: str) -> str:
+    """``device`` if torch knows it and this machine has it, else an ``InputError``."""
+    try:
+        kind = torch.device(device).type
+    except RuntimeError as err:
+        raise InputError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from err
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {device!r}: no CUDA GPU is available here")
+    if kind == "cuda" and (torch.device(device).index or 0) >= torch.cuda.device_count():
+        raise InputError(f"device {device!r}: this machine has {torch.cuda.device_count()} GPU(s)")
+    if kind not in ("cpu", "cuda"):
+        raise InputError(f"device {device!r} is not supported; use cpu, cuda or cuda:N")
+    return device
 
 
 class HFBackend:
@@ -73,7 +90,7 @@ class HFBackend:
         ``dtype`` to bfloat16 on CUDA and float32 on CPU."""
         path = Path(path)
         _check_model_dir(path)
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = check_device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         torch_dtype = (
             getattr(torch, dtype) if dtype else (torch.bfloat16 if device.startswith("cuda") else torch.float32)
         )

@@ -240,3 +240,16 @@ def test_fuzzed_hostile_rows_never_stop_eval_or_curate(tmp_path_factory, tiny_di
     assert run(["curate", *common, "--out", root / "c"], capsys)[0] == 0
     summary = json.loads((root / "c" / "summary.json").read_text())
     assert summary["samples"] + summary["errors"] + len(rejected) == total
+
+
+def test_curation_merges_cleanly_past_rows_of_a_broken_run(tmp_path, tiny_dir, capsys):
+    args = ["curate", "--data", dataset(tmp_path / "ds"), "--model", tiny_dir, "--max-new-tokens", "2"]
+    assert run([*args, "--out", tmp_path / "c", "--keep-unsolvable"], capsys)[0] == 0
+    shard = tmp_path / "c" / "shards" / "shard-000-of-001.jsonl"
+    with shard.open("a") as f:
+        f.write('{"id": ["x"], "label": "crop"}\n{"id": "y", "label": 3}\n{"no": "id"}\n')
+    with shard.with_suffix(".errors.jsonl").open("a") as f:
+        f.write('{"id": "z"}\n')
+    assert run([*args, "--out", tmp_path / "c", "--keep-unsolvable"], capsys)[0] == 0
+    summary = json.loads((tmp_path / "c" / "summary.json").read_text())
+    assert summary["samples"] == 2 and summary["errors_by_stage"] == {"unknown": 1}

@@ -14,7 +14,7 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from PIL import Image
 from tqdm.auto import tqdm
@@ -27,9 +27,11 @@ from ..images import load_image
 from ..jsonl import append, done_ids, open_append, rows, single_writer
 from ..protocol import images_of
 from ..runtime import Engine, Request, Result
-from .judge import Judge, label
+from .judge import Judge, Label, label
 from .oracle import Oracle
 from .trajectories import ImageStore, trajectory
+
+LABELS = get_args(Label)
 
 
 @dataclass
@@ -163,7 +165,8 @@ def finalize(out: Path, config: CurateConfig) -> dict[str, Any]:
     for path in sorted((out / "shards").glob("shard-*.jsonl")):
         target = failed if path.name.endswith(".errors.jsonl") else results
         for row in rows(path):
-            target[row["id"]] = row
+            if isinstance(row.get("id"), str) and (target is failed or row.get("label") in LABELS):
+                target[row["id"]] = row  # a row of a broken or older run is left out, never fatal
     failed = {i: e for i, e in failed.items() if i not in results}  # retried and done since
     ordered = [results[i] for i in sorted(results)]
     kept = _kept(ordered, config)
@@ -206,5 +209,5 @@ def summarize(results: list[dict[str, Any]], kept: list[dict[str, Any]], failed:
         "coverage": histogram([r["coverage"] for r in called]),
         "evidence_coverage": histogram([r["evidence_coverage"] for r in called if "evidence_coverage" in r]),
         "errors": len(failed),
-        "errors_by_stage": dict(Counter(e["stage"] for e in failed)),
+        "errors_by_stage": dict(Counter(e.get("stage", "unknown") for e in failed)),
     }

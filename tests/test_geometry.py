@@ -40,28 +40,54 @@ def test_crop_boxes_on_an_even_image(crop_id, expected):
     assert crop_box(crop_id, 1000, 600).as_tuple() == expected
 
 
-def test_odd_sizes_split_at_floor_half_and_tile_the_image():
+def reference_box(name: str, width: int, height: int) -> tuple[int, int, int, int]:
+    """``get_crop_box`` of the reference evaluation code (NimrodShabtay/AwaRes,
+    lmms_eval/qwen2_5_vl_awares.py), restated: the whole image when a side is under 100 px."""
+    if width < 100 or height < 100 or name == "all":
+        return (0, 0, width, height)
+    cw, ch = max(100, width // 2), max(100, height // 2)
+    return {
+        "top-left": (0, 0, cw, ch),
+        "top-right": (width - cw, 0, width, ch),
+        "bottom-left": (0, height - ch, cw, height),
+        "bottom-right": (width - cw, height - ch, width, height),
+        "center": ((width - cw) // 2, (height - ch) // 2, (width + cw) // 2, (height + ch) // 2),
+        "top": (0, 0, width, ch),
+        "bottom": (0, height - ch, width, height),
+        "left": (0, 0, cw, height),
+        "right": (width - cw, 0, width, height),
+    }[name]
+
+
+def test_crop_boxes_and_low_res_sizes_match_the_reference_code_on_a_grid_of_sizes():
+    sides = sorted({*range(1, 130), *range(130, 5001, 97), 199, 200, 201, 4999, 5000})
+    names = {**CROP_NAMES, ALL: ALL}
+    for w in sides:
+        for h in sides[::7]:
+            for cid, name in names.items():
+                assert crop_box(cid, w, h).as_tuple() == reference_box(name, w, h), (cid, w, h)
+            if min(w, h) >= 56 and w * h <= 2048 * 28 * 28:  # within the processor's cap
+                assert low_res_size(w, h, max_pixels=2048 * 28 * 28) == (int(w * 0.5), int(h * 0.5))
+
+
+def test_odd_sizes_anchor_the_far_crops_at_the_far_edge():
     w, h = 1001, 667
-    quads = [crop_box(c, w, h) for c in "0123"]
-    assert quads[0].as_tuple() == (0, 0, 500, 333)
-    assert quads[3].as_tuple() == (500, 333, 1001, 667)
-    assert sum(q.area for q in quads) == w * h
-    assert crop_box("7", w, h).area + crop_box("8", w, h).area == w * h
+    assert crop_box("0", w, h).as_tuple() == (0, 0, 500, 333)
+    assert crop_box("3", w, h).as_tuple() == (501, 334, 1001, 667)
+    assert crop_box("4", w, h).as_tuple() == (250, 167, 750, 500)
 
 
-def test_short_sides_grow_to_the_minimum_about_their_centre():
-    # 150 px tall: the quadrants are 75 px tall and grow to 100 px, clamped to the image.
-    top_left = crop_box("0", 800, 150, min_side=100)
-    assert top_left.as_tuple() == (0, 0, 400, 100)
-    bottom = crop_box("6", 800, 150, min_side=100)
-    assert bottom.as_tuple() == (0, 50, 800, 150)
-    centre = crop_box("4", 800, 150, min_side=100)
-    assert centre.height == 100 and abs((centre.y0 + centre.y1) / 2 - (37 + 112) / 2) <= 0.5
+def test_short_sides_are_cut_at_the_minimum_from_their_edge():
+    # 150 px tall: the quadrants are 75 px tall and grow to 100 px, from the top or from the bottom.
+    assert crop_box("0", 800, 150, min_side=100).as_tuple() == (0, 0, 400, 100)
+    assert crop_box("6", 800, 150, min_side=100).as_tuple() == (0, 50, 800, 150)
+    assert crop_box("4", 800, 150, min_side=100).as_tuple() == (200, 25, 600, 125)
 
 
-def test_image_smaller_than_the_minimum_gets_the_whole_side():
+def test_image_smaller_than_the_minimum_gets_the_whole_image():
     for cid in CROP_IDS:
         assert crop_box(cid, 60, 40, min_side=100).as_tuple() == (0, 0, 60, 40)
+        assert crop_box(cid, 800, 99, min_side=100).as_tuple() == (0, 0, 800, 99)
 
 
 def test_unknown_crop_id_and_empty_image_are_refused():

@@ -127,3 +127,39 @@ def test_extend_on_a_subset_of_rows_matches_single_request(backend):
     single2 = backend.extend(single.session, [0], [follow], max_new_tokens=5, output_logits=True)
     assert batched2.texts == single2.texts
     torch.testing.assert_close(batched2.logits[0], single2.logits[0], atol=1e-4, rtol=1e-4)
+
+
+def test_batches_pad_on_the_left_whatever_the_processor_config_says(tmp_path, monkeypatch):
+    """As a torchvision install loads it (``AutoProcessor``, right padding in the tokenizer config),
+    the shipped base still answers a batch as it answers one request at a time."""
+    import json
+    import shutil
+
+    from transformers import AutoTokenizer, Qwen2VLImageProcessorPil
+
+    from awares.data import generate
+    from awares.models import default_model_dir
+    from awares.models import processor as processor_module
+    from awares.runtime import Engine, Request, RuntimeConfig
+
+    model = tmp_path / "base"
+    shutil.copytree(default_model_dir("full"), model)
+    config = json.loads((model / "tokenizer_config.json").read_text())
+    (model / "tokenizer_config.json").write_text(json.dumps({**config, "padding_side": "right"}))
+
+    def auto_processor(path):  # what AutoProcessor builds where torchvision exists: the config's padding
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        image_processor = Qwen2VLImageProcessorPil.from_pretrained(path)
+        return processor_module.ImageOnlyQwenVLProcessor(image_processor, tokenizer, tokenizer.chat_template)
+
+    monkeypatch.setattr(processor_module, "is_torchvision_available", lambda: True)
+    monkeypatch.setattr(processor_module.AutoProcessor, "from_pretrained", auto_processor)
+    backend = HFBackend.load(model, device="cpu")
+    assert auto_processor(model).tokenizer.padding_side == "right" and backend.tokenizer.padding_side == "left"
+
+    requests = [Request(s.image, s.question) for s in generate("test", 6)]
+    engine = Engine(backend, RuntimeConfig(max_new_tokens=8, batch_size=6))
+    single = [engine.answer_batch([r], "full")[0].answer for r in requests]
+    assert [r.answer for r in engine.answer_batch(requests, "full")] == single and all(single)
+    backend.tokenizer.padding_side = "right"  # what the batch would have been padded as
+    assert [r.answer for r in engine.answer_batch(requests, "full")] != single

@@ -6,9 +6,15 @@ from awares.crops import ALL, CROP_IDS, CROP_NAMES
 from awares.protocol import SYSTEM_PROMPT, Answer, CropCall, ParseError, format_call, parse_lenient, parse_strict
 
 
-def test_system_prompt_lists_the_crop_map_and_the_call_form():
-    assert str(CROP_NAMES) in SYSTEM_PROMPT
-    assert "GET_CROPS:" in SYSTEM_PROMPT and "['0', '5']" in SYSTEM_PROMPT
+def test_the_system_prompt_is_the_released_checkpoints_character_for_character():
+    reference = (  # VISION_MODEL_SHORT_SYSTEM_PROMPT of NimrodShabtay/AwaRes, lmms_eval/qwen2_5_vl_awares.py
+        "You are a vision-language model that analyzes images and answers questions about them. If the image "
+        "resolution is too low for accurate analysis, respond with GET_CROPS [<crop_number>] to get a higher "
+        "resolution version, the avalible <crop_numbers> and their corresponding area of the high resolution "
+        "image are {'0': 'top-left', '1': 'top-right', '2': 'bottom-left', '3': 'bottom-right', '4': 'center', "
+        "'5': 'top', '6': 'bottom', '7': 'left', '8': 'right', 'all': 'all'} ,otherwise provide your answer."
+    )
+    assert SYSTEM_PROMPT == reference and str(CROP_NAMES)[:-1] in SYSTEM_PROMPT
 
 
 def test_format_call_is_the_documented_form():
@@ -20,6 +26,8 @@ def test_format_call_is_the_documented_form():
     [
         ("GET_CROPS: ['0', '5']", ("0", "5")),
         ("GET_CROPS:['3']", ("3",)),
+        ("GET_CROPS ['3']", ("3",)),  # the form the released checkpoint's prompt shows
+        ("GET_CROPS [3]", ("3",)),
         ("GET_CROPS: [0, 5]", ("0", "5")),
         ('GET_CROPS: ["1","2"]', ("1", "2")),
         ("get_crops: ['top-left', 'bottom right']", ("0", "3")),

@@ -233,7 +233,7 @@ def cmd_curate(args: argparse.Namespace) -> None:
 def cmd_pipeline(args: argparse.Namespace) -> None:
     from .pipeline import PipelineConfig, run_pipeline
 
-    config = PipelineConfig.load(args.config, out_dir=args.out)
+    config = PipelineConfig.load(args.config, out_dir=args.out, base_model=args.base_model)
     run_pipeline(config)
     print(f"results in {Path(config.out_dir) / 'eval'}/ (summary.json, table.md, pareto.png)")
 
@@ -357,6 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     pipe = sub.add_parser("pipeline", help="every stage in order: base, curate, SFT, GRPO, eval (resumable)")
     pipe.add_argument("config", nargs="?", help="TOML pipeline config (default: configs/pipeline.toml values)")
     pipe.add_argument("--out", help="output folder (default: the config's out_dir)")
+    pipe.add_argument("--base-model", help="a trained base VLM to start from instead of training one")
     pipe.set_defaults(func=cmd_pipeline)
 
     tiny = sub.add_parser("build-tiny", help="build a random-init tiny Qwen2.5-VL with its processor, offline")

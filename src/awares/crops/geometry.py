@@ -71,41 +71,34 @@ class Box:
         return Box(max(self.x0, 0), max(self.y0, 0), min(self.x1, width), min(self.y1, height))
 
 
-def _span(start: int, stop: int, size: int, min_side: int) -> tuple[int, int]:
-    """Grow ``[start, stop)`` about its centre to ``min_side`` (at most ``size``), kept inside the image."""
-    side = min(max(stop - start, min_side), size)
-    centre = (start + stop) / 2
-    lo = min(max(int(round(centre - side / 2)), 0), size - side)
-    return lo, lo + side
-
-
 def crop_box(crop_id: str, width: int, height: int, min_side: int = DEFAULT_MIN_CROP_SIDE) -> Box:
-    """Pixel box of ``crop_id`` on a ``width`` x ``height`` image.
+    """Pixel box of ``crop_id`` on a ``width`` x ``height`` image, as the reference code cuts it.
 
-    Quadrants and halves split at ``W//2`` and ``H//2``; the centre crop spans ``W//4..3W//4`` and
-    ``H//4..3H//4``. A side shorter than ``min_side`` grows about its centre (clamped to the image).
+    A crop is ``cw = max(min_side, W // 2)`` wide and ``ch = max(min_side, H // 2)`` high; the far
+    quadrants and halves are anchored at the far edge (``W - cw``), the centre starts at
+    ``(W - cw) // 2``. An image with a side under ``min_side`` gives the whole image for any crop.
     """
     if width < 1 or height < 1:
         raise ValueError(f"image size must be positive, got {width}x{height}")
-    hw, hh = width // 2, height // 2
-    spans = {
-        "0": (0, 0, hw, hh),
-        "1": (hw, 0, width, hh),
-        "2": (0, hh, hw, height),
-        "3": (hw, hh, width, height),
-        "4": (width // 4, height // 4, 3 * width // 4, 3 * height // 4),
-        "5": (0, 0, width, hh),
-        "6": (0, hh, width, height),
-        "7": (0, 0, hw, height),
-        "8": (hw, 0, width, height),
-        ALL: (0, 0, width, height),
-    }
-    if crop_id not in spans:
+    if crop_id not in CROP_IDS:
         raise KeyError(f"unknown crop id {crop_id!r}; valid ids are {list(CROP_IDS)}")
-    x0, y0, x1, y1 = spans[crop_id]
-    x0, x1 = _span(x0, max(x1, x0 + 1), width, min_side)
-    y0, y1 = _span(y0, max(y1, y0 + 1), height, min_side)
-    return Box(x0, y0, x1, y1)
+    if crop_id == ALL or width < min_side or height < min_side:
+        return Box(0, 0, width, height)
+    cw, ch = max(min_side, width // 2, 1), max(min_side, height // 2, 1)
+    right, bottom = width - cw, height - ch
+    return Box(
+        *{
+            "0": (0, 0, cw, ch),
+            "1": (right, 0, width, ch),
+            "2": (0, bottom, cw, height),
+            "3": (right, bottom, width, height),
+            "4": (right // 2, bottom // 2, (width + cw) // 2, (height + ch) // 2),
+            "5": (0, 0, width, ch),
+            "6": (0, bottom, width, height),
+            "7": (0, 0, cw, height),
+            "8": (right, 0, width, height),
+        }[crop_id]
+    )
 
 
 def extract_crops(

@@ -79,6 +79,7 @@ class HFBackend:
         self.source = source
         self.processor = processor
         self.tokenizer = processor.tokenizer
+        self.tokenizer.padding_side = "left"  # whatever processor was passed in: see load_processor
         self.image_token_id = processor.image_token_id
         eos = model.generation_config.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos])

@@ -32,10 +32,15 @@ class ImageOnlyQwenVLProcessor(Qwen2_5_VLProcessor):
 
 
 def load_processor(path: str | Path) -> Qwen2_5_VLProcessor:
-    """The processor saved in ``path`` (tokenizer, ``preprocessor_config.json``, chat template)."""
+    """The processor saved in ``path`` (tokenizer, ``preprocessor_config.json``, chat template),
+    padding on the left whatever its config says: batched generation appends after the prompt, so
+    right padding would put pad tokens between a short prompt and its answer (a batch of 6 gave 5
+    empty answers on the shipped base)."""
     path = Path(path)
     if is_torchvision_available():
-        return AutoProcessor.from_pretrained(path)
+        processor = AutoProcessor.from_pretrained(path)
+        processor.tokenizer.padding_side = "left"
+        return processor
     tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
     image_processor = Qwen2VLImageProcessorPil.from_pretrained(path)
     return ImageOnlyQwenVLProcessor(image_processor, tokenizer, chat_template=tokenizer.chat_template)

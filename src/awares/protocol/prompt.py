@@ -4,13 +4,13 @@ from ..crops import ALL, CROP_NAMES
 
 CALL_PREFIX = "GET_CROPS:"
 
+# The released AwaRes checkpoint's system prompt, character for character as in the reference
+# evaluation code (NimrodShabtay/AwaRes, lmms_eval/qwen2_5_vl_awares.py), spelling and spacing included.
 SYSTEM_PROMPT = (
-    "You are a helpful assistant. You are given a low-resolution view of an image and a question. "
-    "If the low-resolution view is enough, answer the question directly. "
-    "If you need more detail, request high-resolution crops of the original image by replying only with "
-    f"{CALL_PREFIX} followed by a list of crop ids from this map: {CROP_NAMES}, "
-    f"or ['{ALL}'] for the whole image. Example: {CALL_PREFIX} ['0', '5']. "
-    "The crops will be returned to you, then answer the question."
+    "You are a vision-language model that analyzes images and answers questions about them. If the image "
+    "resolution is too low for accurate analysis, respond with GET_CROPS [<crop_number>] to get a higher "
+    "resolution version, the avalible <crop_numbers> and their corresponding area of the high resolution "
+    f"image are {dict(CROP_NAMES, **{ALL: ALL})} ,otherwise provide your answer."
 )
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .crops import CROP_IDS
+from .data.benchmarks import TASKS
 from .errors import AwaresError, InputError
 from .images import load_image
 from .runtime import POLICIES, Engine, Result, RuntimeConfig
@@ -137,25 +138,32 @@ def cmd_train_base(args: argparse.Namespace) -> None:
     print(train_base(BaseTrainConfig.load(args.config, output_dir=args.output_dir)))
 
 
-def _records(args: argparse.Namespace) -> list:
-    """The records of ``--data``, the first ``--limit`` of them. Bad rows are skipped and listed,
-    with their line and reason, in ``<--out>/data.errors.jsonl``."""
+def _records(args: argparse.Namespace, data: str | None = None, out: str | None = None, task: str | None = None):
+    """The records of ``--data`` (or ``data``; read as benchmark ``task`` when given), the first
+    ``--limit`` of them. Bad rows are skipped and listed, with their line and reason, in
+    ``<--out or out>/data.errors.jsonl``."""
     from .data import resolve
+    from .data.benchmarks import load_benchmark
     from .data.records import write_row_errors
 
-    out = Path(args.out)
-    data = Path(args.data)
-    if data.exists() and out.resolve() == (data if data.is_dir() else data.parent).resolve():
-        raise InputError(f"--out {out} is the dataset's folder; give the results a folder of their own")
-    records, errors = resolve(args.data, allow_outside_images=args.allow_outside_images)
-    write_row_errors(errors, out / "data.errors.jsonl")
+    spec, folder = data or args.data, Path(out or args.out)
+    path = Path(spec)
+    if path.exists() and folder.resolve() == (path if path.is_dir() else path.parent).resolve():
+        raise InputError(f"--out {folder} is the dataset's folder; give the results a folder of their own")
+    if task:
+        if not path.exists():
+            raise InputError(f"dataset {path} does not exist")
+        records, errors = load_benchmark(task, path, args.split)
+    else:
+        records, errors = resolve(spec, allow_outside_images=args.allow_outside_images)
+    write_row_errors(errors, folder / "data.errors.jsonl")
     if errors:
         print(
-            f"awares: skipped {len(errors)} bad row(s) of the dataset; see {out / 'data.errors.jsonl'}", file=sys.stderr
+            f"awares: skipped {len(errors)} bad row(s) of {spec}; see {folder / 'data.errors.jsonl'}", file=sys.stderr
         )
     records = records[: args.limit] if args.limit else records
     if not records:
-        raise InputError(f"no usable records in {args.data}")
+        raise InputError(f"no usable records in {spec}")
     return records
 
 
@@ -177,7 +185,7 @@ def cmd_train_grpo(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from .evaluate import evaluate
+    from .evaluate import evaluate, table1
     from .paths import plain_name
 
     policies = [p.strip() for p in args.policy.split(",") if p.strip()]
@@ -187,14 +195,26 @@ def cmd_eval(args: argparse.Namespace) -> None:
     if args.name and len(policies) != 1:
         raise InputError("--name names the results of one policy; give a single --policy")
     names = [plain_name(args.name, "--name")] if args.name else policies
-    records = _records(args)
+    out = Path(args.out)
+    if args.table1:  # one folder per benchmark under --data, one results folder per benchmark under --out
+        tasks = [t for t in TASKS if (Path(args.data) / t).exists()]
+        if not tasks:
+            raise InputError(f"--table1 needs benchmark folders under {args.data}: any of {', '.join(TASKS)}")
+        jobs = [(t, _records(args, str(Path(args.data) / t), str(out / t), t), out / t) for t in tasks]
+    else:
+        jobs = [(args.task, _records(args, task=args.task), out)]
     engines = _engines(args, policies)
     for engine in engines.values():
         engine.config.batch_size = args.batch_size
     runs = {name: (policy, engines[policy]) for name, policy in zip(names, policies)}
-    _, table = evaluate(runs, records, Path(args.out), batch_size=args.batch_size)
-    print(table, end="")
-    print(f"results in {args.out}/ (summary.json, table.md, pareto.png, <name>.jsonl)")
+    results = {}
+    for task, records, folder in jobs:
+        results[task], table = evaluate(runs, records, folder, batch_size=args.batch_size, task=task)
+        print(f"{task or args.data}:\n{table}", end="")
+    if args.table1:
+        (out / "table1.md").write_text(table1(results))
+        print(f"\n{table1(results)}", end="")
+    print(f"results in {out}/ (summary.json, table.md, pareto.png, <name>.jsonl)")
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -298,6 +318,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", type=POSITIVE, help="only the first N records")
     ev.add_argument("--out", default="runs/eval", help="results folder (re-running resumes)")
     ev.add_argument("--batch-size", type=POSITIVE, default=8)
+    ev.add_argument("--task", choices=TASKS, help="--data is this Table-1 benchmark's Hugging Face copy")
+    ev.add_argument("--split", help="the split of a saved DatasetDict (default: its first)")
+    ev.add_argument(
+        "--table1", action="store_true", help="--data holds a folder per benchmark: run them all, print Table 1"
+    )
     ev.add_argument("--name", help="name this run's results (one policy), e.g. sft: rows of several models, one table")
     _model_options(ev)
     ev.set_defaults(func=cmd_eval)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -192,40 +192,50 @@ def write_dataset(samples: Iterable[Any], out_dir: str | Path, total: int | None
     return out_dir
 
 
-def load_hf(
-    path: str | Path, columns: dict[str, str] | None = None, split: str | None = None, allow_outside: bool = False
-) -> tuple[list[Record], list[RowError]]:
-    """Records and bad rows (numbered from 1) of a Hugging Face dataset saved with ``save_to_disk``
-    or of a parquet file, validated as ``read_jsonl`` validates a JSONL row.
-
-    ``columns`` maps our field names (id, image, question, answers, evidence, kind) to the dataset's.
-    Image columns holding decoded images are written next to the dataset, under ``awares-images/``,
-    as ``<id>.png`` (ids must be plain names).
-    """
+def _open_hf(path: Path, split: str | None) -> Any:
+    """A dataset saved with ``save_to_disk``, a parquet file or a folder of parquet files."""
     import datasets
 
+    files = [path] if path.suffix == ".parquet" else sorted(path.rglob("*.parquet")) if path.is_dir() else []
+    if files and not (path / "dataset_info.json").exists() and not (path / "dataset_dict.json").exists():
+        return datasets.load_dataset("parquet", data_files=[str(f) for f in files], split="train")
+    try:
+        ds = datasets.load_from_disk(str(path))
+    except FileNotFoundError as err:
+        raise InputError(f"{path} is neither a dataset saved with save_to_disk nor parquet files") from err
+    return ds[split or next(iter(ds))] if isinstance(ds, datasets.DatasetDict) else ds
+
+
+def load_hf(
+    path: str | Path,
+    columns: dict[str, str] | None = None,
+    split: str | None = None,
+    allow_outside: bool = False,
+    transform: Callable[[dict[str, Any], int], dict[str, Any]] | None = None,
+) -> tuple[list[Record], list[RowError]]:
+    """Records and bad rows (numbered from 1) of a Hugging Face dataset saved with ``save_to_disk``,
+    a parquet file or a folder of parquet files, each row validated as ``read_jsonl`` validates one.
+
+    ``columns`` maps our field names (id, image, question, answers, evidence, kind) to the dataset's;
+    ``transform(row, index)`` instead builds the fields from a row. Images stored in the dataset are
+    written next to it, under ``awares-images/``, as ``<id>.png`` (ids must be plain names).
+    """
     path = Path(path)
     columns = {k: k for k in ("id", "image", "question", "answers", "evidence", "kind")} | (columns or {})
-    if path.suffix == ".parquet":
-        ds = datasets.load_dataset("parquet", data_files=str(path), split="train")
-    else:
-        ds = datasets.load_from_disk(str(path))
-        if isinstance(ds, datasets.DatasetDict):
-            ds = ds[split or next(iter(ds))]
     image_dir = (path.parent if path.is_file() else path) / "awares-images"
     records, errors = [], []
-    for i, row in enumerate(ds):
-        mapped = {k: row.get(v) for k, v in columns.items() if v in row}
-        mapped.setdefault("id", i)
-        image = mapped.get("image")
+    for i, row in enumerate(_open_hf(path, split)):
         try:
+            mapped = transform(row, i) if transform else {k: row.get(v) for k, v in columns.items() if v in row}
+            mapped.setdefault("id", i)
+            image = mapped.get("image")
             if image is not None and not isinstance(image, str):  # a decoded PIL image
                 target = image_dir / f"{plain_name(str(mapped['id']), 'id')}.png"
                 if not target.exists():
                     image_dir.mkdir(exist_ok=True)
-                    image.save(target)
+                    (image.convert("RGB") if image.mode == "CMYK" else image).save(target)  # PNG has no CMYK
                 mapped["image"] = str(target.relative_to(path.parent))
             records.append(parse_record(mapped, path.parent, allow_outside))
-        except (InputError, ValueError, OSError) as err:
-            errors.append(RowError(i + 1, str(err)))
+        except (InputError, ValueError, OSError, KeyError, TypeError, AttributeError) as err:
+            errors.append(RowError(i + 1, f"{type(err).__name__}: {err}" if isinstance(err, KeyError) else str(err)))
     return records, errors

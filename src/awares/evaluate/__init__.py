@@ -2,7 +2,8 @@
 
 from .harness import evaluate, oracle_crops, run_policy, summarize
 from .metrics import anls, exact_match, normalize
-from .report import markdown_table, write_report
+from .report import markdown_table, table1, write_report
+from .tasks import score, task_metrics
 
 __all__ = [
     "anls",
@@ -12,6 +13,9 @@ __all__ = [
     "normalize",
     "oracle_crops",
     "run_policy",
+    "score",
     "summarize",
+    "table1",
+    "task_metrics",
     "write_report",
 ]

@@ -21,24 +21,32 @@ from ..paths import plain_name
 from ..runtime import Engine, Request, Result
 from .metrics import anls, exact_match
 from .report import write_report
+from .tasks import score, task_metrics
 
 RUN_SUFFIX = ".run.json"  # beside each result file: the run that made it (see check_provenance)
 
 
 def evaluate(
-    runs: dict[str, tuple[str, Engine]], records: list[Record], out: Path, batch_size: int = 8
+    runs: dict[str, tuple[str, Engine]],
+    records: list[Record],
+    out: Path,
+    batch_size: int = 8,
+    task: str | None = None,
 ) -> tuple[dict[str, dict[str, Any]], str]:
     """Run each named ``(policy, engine)`` on ``records`` into ``out/<name>.jsonl`` (resuming), then
     report every result file of ``out`` on these records (several models can share one table):
-    ``summary.json``, ``table.md``, ``pareto.png``. One run writes to ``out`` at a time."""
+    ``summary.json``, ``table.md``, ``pareto.png``. ``task`` names a Table-1 benchmark whose
+    official metric scores the answers (``awares.evaluate.tasks``); by default normalised exact
+    match. One run writes to ``out`` at a time."""
     with single_writer(out / ".lock"):
         for name, (policy, engine) in runs.items():
-            run_policy(engine, records, policy, out / f"{plain_name(name, 'result name')}.jsonl", batch_size)
+            path = out / f"{plain_name(name, 'result name')}.jsonl"
+            run_policy(engine, records, policy, path, batch_size, task)
         ids = {r.id for r in records}
         names = {p.name.removesuffix(RUN_SUFFIX) for p in out.glob(f"*{RUN_SUFFIX}")}
         order = {"full": 0, "low": 1, "oracle": 3}  # baselines around the policies
         ranked = sorted(names, key=lambda n: (order.get(n, 2), n))
-        summaries = {n: s for n in ranked if (s := summarize(out / f"{n}.jsonl", ids))}
+        summaries = {n: s for n in ranked if (s := summarize(out / f"{n}.jsonl", ids, task))}
         if not summaries:
             raise InputError(f"no record was answered; the reasons are in {out}/*.errors.jsonl")
         return summaries, write_report(summaries, out)
@@ -60,11 +68,14 @@ def evidence_hit(record: Record, result: Result, min_crop_side: int, threshold: 
     return coverage(record.evidence_boxes(), result.crops, *result.image_size, min_side=min_crop_side) >= threshold
 
 
-def run_policy(engine: Engine, records: list[Record], policy: str, out_file: Path, batch_size: int = 8) -> None:
+def run_policy(
+    engine: Engine, records: list[Record], policy: str, out_file: Path, batch_size: int = 8, task: str | None = None
+) -> None:
     """Append one result line per record to ``out_file``, skipping records already there, which
-    must come from the same run (policy, model, runtime settings): see ``check_provenance``."""
+    must come from the same run (policy, task, model, runtime settings): see ``check_provenance``."""
     done = done_ids(out_file)
-    check_provenance(out_file, {"policy": policy, **engine.describe()}, has_results=bool(done))
+    run = {"policy": policy, **({"task": task} if task else {}), **engine.describe()}
+    check_provenance(out_file, run, has_results=bool(done))
     todo = [r for r in records if r.id not in done]
     with (
         open_append(out_file) as out,
@@ -80,7 +91,9 @@ def run_policy(engine: Engine, records: list[Record], policy: str, out_file: Pat
                     "id": record.id,
                     "kind": record.kind,
                     "answers": record.answers,
-                    "correct": exact_match(result.answer, record.answers),
+                    "correct": score(task, result.answer, record.answers, record.kind, record.question)
+                    if task
+                    else exact_match(result.answer, record.answers),
                     "anls": anls(result.answer, record.answers),
                     "evidence_hit": evidence_hit(record, result, engine.config.min_crop_side),
                     "latency": per_sample,
@@ -177,6 +190,8 @@ _ROW_TYPES = {
     "crops": list,
     "latency": int | float,
     "parse_status": str,
+    "answer": str,
+    "answers": list,
 }
 
 
@@ -187,15 +202,17 @@ def _well_formed(row: dict[str, Any]) -> bool:
     return all(isinstance(row.get(k), t) for k, t in _ROW_TYPES.items()) and (kind is None or isinstance(kind, str))
 
 
-def summarize(out_file: Path, ids: set[str] | None = None) -> dict[str, Any]:
+def summarize(out_file: Path, ids: set[str] | None = None, task: str | None = None) -> dict[str, Any]:
     """Overall and per-kind statistics of one policy's result file (restricted to ``ids`` if given),
     each id counted once (its last row); rows that are not well-formed result rows are left out;
-    empty when no result matches."""
+    with ``task``, the benchmark's own numbers under ``all.task_metrics``. Empty when no result matches."""
     latest = {r["id"]: r for r in rows(out_file) if _well_formed(r) and (ids is None or r["id"] in ids)}
     results = list(latest.values())
     if not results:
         return {}
     summary = {"all": _stats(results)}
+    if task:
+        summary["all"]["task_metrics"] = task_metrics(task, results)
     for kind in sorted({r["kind"] for r in results if r["kind"]}):
         summary[kind] = _stats([r for r in results if r["kind"] == kind])
     return summary

@@ -73,3 +73,36 @@ def write_report(summaries: dict[str, dict[str, Any]], out_dir: Path) -> str:
     (out_dir / "table.md").write_text(table)
     pareto_plot(summaries, out_dir / "pareto.png")
     return table
+
+
+TABLE1_NAMES = {
+    "chartqa": "ChartQA",
+    "docvqa": "DocVQA",
+    "ocrbench": "OCRBench",
+    "pope": "POPE",
+    "realworldqa": "RealWorldQA",
+    "vstar": "V*",
+}
+
+
+def table1(results: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """The paper's Table 1: per benchmark (``results[task][policy]`` summaries) the official metric
+    and RTR of each policy, then their averages over the benchmarks the policy was run on."""
+    tasks = [t for t in TABLE1_NAMES if t in results]
+    policies = list(dict.fromkeys(p for t in tasks for p in results[t]))
+    head = ["policy", *[f"{TABLE1_NAMES[t]} {c}" for t in tasks for c in ("acc", "RTR")], "avg acc", "avg RTR"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for policy in policies:
+        cells, accs, rtrs = [policy], [], []
+        for task in tasks:
+            summary = results[task].get(policy)
+            if not summary:
+                cells += ["-", "-"]
+                continue
+            acc = next(iter(summary["all"]["task_metrics"].values()))
+            accs.append(acc)
+            rtrs.append(summary["all"]["rtr"])
+            cells += [f"{acc:.1f}", f"{rtrs[-1]:.3f}"]
+        cells += [f"{sum(accs) / len(accs):.1f}", f"{sum(rtrs) / len(rtrs):.3f}"] if accs else ["-", "-"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -25,7 +25,7 @@ from ..models import TinyConfig, build_tiny, load_processor
 from ..models.processor import save_processor
 from ..protocol import Message, turn1_messages
 from .collate import ChatCollator
-from .common import TomlConfig, last_checkpoint, training_arguments, write_train_log
+from .common import TomlConfig, last_checkpoint, rank_digests, training_arguments, write_train_log
 
 
 @dataclass
@@ -175,7 +175,9 @@ def train_base(config: BaseTrainConfig) -> Path:
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(resumed_from) if resumed_from else None)
     final = out / "final"
-    trainer.save_model(str(final))
-    save_processor(processor, final)
-    write_train_log(final, config, trainer, time.perf_counter() - started, resumed_from)
+    trainer.save_model(str(final))  # the main process only
+    if trainer.accelerator.is_main_process:
+        save_processor(processor, final)
+    digests = rank_digests(trainer.accelerator, trainer.model)
+    write_train_log(final, config, trainer, time.perf_counter() - started, resumed_from, digests)
     return final

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -101,12 +103,44 @@ def plain(model: Any, options: WeightOptions) -> Any:
     return model.merge_and_unload() if options.lora else model
 
 
+def world_size() -> int:
+    """Processes in this run (``WORLD_SIZE``, set by ``accelerate launch`` and ``torchrun``)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def per_process(total: int, what: str) -> int:
+    """Each process's share of a configured ``total`` (a batch), so that the effective batch is the
+    configured one however many processes run; a total the processes cannot share evenly is refused."""
+    if total % world_size():
+        raise ConfigError(f"{what} = {total} cannot be shared evenly by {world_size()} processes")
+    return total // world_size()
+
+
+def weights_digest(model: Any) -> str:
+    """SHA-256 of the bytes of every trainable weight (the weights data parallelism keeps in step):
+    the same on every rank of a run, unless the ranks have drifted apart."""
+    digest = hashlib.sha256()
+    for name, weight in sorted(model.named_parameters(), key=lambda item: item[0]):
+        if weight.requires_grad:
+            digest.update(name.encode() + weight.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def rank_digests(accelerator: Any, model: Any) -> list[str]:
+    """``weights_digest`` of every rank's model, gathered (a collective: every rank must call it)."""
+    from accelerate.utils import gather_object
+
+    own = weights_digest(model)
+    return gather_object([own]) if accelerator.num_processes > 1 else [own]
+
+
 def training_arguments(out: Path, config: Any, **overrides: Any) -> TrainingArguments:
     """Trainer arguments from a config with batch_size, learning_rate, weight_decay, logging_steps,
-    save_steps and seed: cosine schedule, checkpoints under ``out/checkpoints`` (the last two kept)."""
+    save_steps and seed: cosine schedule, checkpoints under ``out/checkpoints`` (the last two kept).
+    ``batch_size`` is per optimizer step over all processes (each takes its share)."""
     return TrainingArguments(
         output_dir=str(out / "checkpoints"),
-        per_device_train_batch_size=config.batch_size,
+        per_device_train_batch_size=per_process(config.batch_size, "batch_size"),
         learning_rate=config.learning_rate,
         lr_scheduler_type="cosine",
         weight_decay=config.weight_decay,
@@ -128,12 +162,22 @@ def last_checkpoint(out: Path) -> Path | None:
     return checkpoints[-1] if checkpoints else None
 
 
-def write_train_log(final: Path, config: Any, trainer: Any, seconds: float, resumed_from: Path | None, **extra: Any):
-    """``final/train_log.json``: config, wall time, the checkpoint resumed from and the loss history."""
+def write_train_log(
+    final: Path, config: Any, trainer: Any, seconds: float, resumed_from: Path | None, digests: list[str], **extra: Any
+) -> None:
+    """``final/train_log.json`` (main process only): config, wall time, the checkpoint resumed from,
+    the processes and the effective batch, every rank's weight ``digests`` (``rank_digests``), and
+    the loss history."""
+    if not trainer.accelerator.is_main_process:
+        return
+    args = trainer.args
     log = {
         "config": asdict(config),
         "resumed_from": resumed_from.name if resumed_from else None,
         "seconds": seconds,
+        "world_size": world_size(),
+        "effective_batch_size": args.per_device_train_batch_size * world_size() * args.gradient_accumulation_steps,
+        "rank_weight_digests": digests,
         **extra,
         "log_history": trainer.state.log_history,
     }

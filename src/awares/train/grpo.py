@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import random
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args, get_type_hints
@@ -23,7 +24,7 @@ from accelerate import Accelerator
 from PIL import Image
 from transformers import AutoModelForImageTextToText, set_seed
 
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 from ..images import load_image
 from ..jsonl import append, open_append, rows
 from ..models import HFBackend, load_processor
@@ -31,7 +32,7 @@ from ..models.processor import save_processor
 from ..protocol import Message
 from ..runtime import Engine, Request, Result, RuntimeConfig
 from .collate import IGNORE_INDEX, ChatCollator
-from .common import TomlConfig, WeightOptions, load_trainable, plain
+from .common import TomlConfig, WeightOptions, load_trainable, per_process, plain, rank_digests
 from .rewards import CorrectnessReward, CostMode, CropCostReward, FormatReward
 
 
@@ -237,14 +238,22 @@ def train_grpo(config: GRPOConfig) -> Path:
     out = Path(config.output_dir)
     start = _resume(out, accelerator)
     log_file = out / "log.jsonl"
-    kept = [r for r in rows(log_file) if r.get("step", 0) <= start]  # steps after the last save are redone
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    log_file.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    main = accelerator.is_main_process
+    if main:
+        kept = [r for r in rows(log_file) if r.get("step", 0) <= start]  # steps after the last save are redone
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        log_file.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    accelerator.wait_for_everyone()
+    share = per_process(config.prompts_per_step, "prompts_per_step")  # each process rolls out its share
+    if len(prompts.rows) < config.prompts_per_step:
+        raise ConfigError(f"prompts_per_step = {config.prompts_per_step} is more than the {len(prompts.rows)} prompts")
     began = time.perf_counter()
-    with open_append(log_file) as log:
+    with open_append(log_file) if main else nullcontext() as log:
         for step in range(start + 1, config.max_steps + 1):
             t0 = time.perf_counter()
-            batch_prompts = prompts.sample(config.prompts_per_step, config.seed * 100_003 + step, config.balance_labels)
+            drawn = prompts.sample(config.prompts_per_step, config.seed * 100_003 + step, config.balance_labels)
+            rank = accelerator.process_index
+            batch_prompts = drawn[rank * share : (rank + 1) * share]
             policy.eval()
             pairs = [(prompts.image(p), p["question"]) for p in batch_prompts]
             rollouts = rollout(engine, pairs, config.group_size)
@@ -268,16 +277,44 @@ def train_grpo(config: GRPOConfig) -> Path:
                 "loss": loss_value,
                 "seconds": time.perf_counter() - t0,
             }
-            append(log, row)
-            print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
+            row = _mean_over_processes(accelerator, row)
+            if main:
+                append(log, row)
+                print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
             if step % config.save_steps == 0 or step == config.max_steps:
                 accelerator.save_state(str(out / "checkpoints" / f"step-{step}"))
     final = out / "final"
-    plain(accelerator.unwrap_model(policy), config).save_pretrained(final)
-    save_processor(processor, final)
-    summary = {"config": asdict(config), "resumed_from_step": start, "seconds": time.perf_counter() - began}
-    (final / "train_log.json").write_text(json.dumps(summary | {"log": list(rows(log_file))}, indent=2))
+    digests = rank_digests(accelerator, accelerator.unwrap_model(policy))  # before LoRA is merged
+    if main:
+        plain(accelerator.unwrap_model(policy), config).save_pretrained(final)
+        save_processor(processor, final)
+        summary = {
+            "config": asdict(config),
+            "resumed_from_step": start,
+            "seconds": time.perf_counter() - began,
+            "world_size": accelerator.num_processes,
+            "prompts_per_process": share,
+            "rank_weight_digests": digests,
+        }
+        (final / "train_log.json").write_text(json.dumps(summary | {"log": list(rows(log_file))}, indent=2))
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
     return final
+
+
+def _mean_over_processes(accelerator: Accelerator, row: dict[str, Any]) -> dict[str, Any]:
+    """A step's log row averaged over the processes (each rolled out an equal share of the prompts)."""
+    if accelerator.num_processes == 1:
+        return row
+    from accelerate.utils import gather_object
+
+    rows_of_all = gather_object([row])
+
+    def mean(key: str) -> float | None:  # a rate over no samples (None) is left out
+        values = [r[key] for r in rows_of_all if r[key] is not None]
+        return sum(values) / len(values) if values else None
+
+    return {k: v if k == "step" else mean(k) for k, v in row.items()}
 
 
 def _update(policy, reference, optimizer, accelerator, collator, rollouts, advantages, config) -> tuple[float, float]:

@@ -30,6 +30,7 @@ from .common import (
     last_checkpoint,
     load_trainable,
     plain,
+    rank_digests,
     training_arguments,
     write_train_log,
 )
@@ -141,8 +142,12 @@ def train_sft(config: SFTConfig) -> Path:
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(resumed_from) if resumed_from else None)
     final = out / "final"
-    plain(trainer.model, config).save_pretrained(final)
-    save_processor(processor, final)
+    digests = rank_digests(trainer.accelerator, trainer.model)  # before LoRA is merged on the main process
+    if trainer.accelerator.is_main_process:
+        plain(trainer.model, config).save_pretrained(final)
+        save_processor(processor, final)
     seconds = time.perf_counter() - started
-    write_train_log(final, config, trainer, seconds, resumed_from, source=str(source), trajectories=len(dataset))
+    write_train_log(
+        final, config, trainer, seconds, resumed_from, digests, source=str(source), trajectories=len(dataset)
+    )
     return final

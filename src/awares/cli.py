@@ -258,6 +258,28 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
     print(f"results in {Path(config.out_dir) / 'eval'}/ (summary.json, table.md, pareto.png)")
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from .serve import Limits, ServeConfig, create_app
+
+    limits = Limits(
+        max_image_bytes=args.max_image_bytes,
+        max_image_pixels=args.max_image_pixels,
+        allowed_local_media_path=args.allowed_local_media_path,
+        allow_remote_images=args.allow_remote_images,
+    )
+    config = ServeConfig(
+        model_name=args.model_name,
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+        queue_size=args.queue_size,
+        limits=limits,
+    )
+    app = create_app(_engine(args, _model_dir(args, "crops")), config)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+
+
 def cmd_build_tiny(args: argparse.Namespace) -> None:
     from .models import TinyConfig, build_tiny
 
@@ -384,6 +406,20 @@ def build_parser() -> argparse.ArgumentParser:
     pipe.add_argument("--out", help="output folder (default: the config's out_dir)")
     pipe.add_argument("--base-model", help="a trained base VLM to start from instead of training one")
     pipe.set_defaults(func=cmd_pipeline)
+
+    serve = sub.add_parser("serve", help="an OpenAI-compatible HTTP API running the protocol, with dynamic batching")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=_number(int, 0, 65535), default=8000)
+    serve.add_argument("--model-name", default="awares", help="the model id clients name (default awares)")
+    serve.add_argument("--max-batch", type=POSITIVE, default=8, help="requests run together at most")
+    serve.add_argument("--max-wait-ms", type=_number(float, 0.0), default=10.0, help="wait for a batch to fill")
+    serve.add_argument("--queue-size", type=POSITIVE, default=64, help="waiting requests; beyond, 503")
+    serve.add_argument("--max-image-bytes", type=POSITIVE, default=20 << 20)
+    serve.add_argument("--max-image-pixels", type=POSITIVE, default=50_000_000)
+    serve.add_argument("--allow-remote-images", action="store_true", help="fetch http(s) image URLs")
+    serve.add_argument("--allowed-local-media-path", help="read image paths under this folder only")
+    _model_options(serve)
+    serve.set_defaults(func=cmd_serve)
 
     tiny = sub.add_parser("build-tiny", help="build a random-init tiny Qwen2.5-VL with its processor, offline")
     tiny.add_argument("output")

@@ -1,0 +1,99 @@
+"""Dynamic batching: requests that arrive together run as one engine batch on one worker thread."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from itertools import groupby
+from typing import Any
+
+from ..errors import AwaresError
+
+
+class QueueFull(Exception):
+    """The bounded queue is full: the caller should answer 503 and ask the client to retry."""
+
+
+@dataclass
+class Job:
+    """One request waiting for the worker; ``key`` groups the jobs one engine call can run together."""
+
+    payload: Any
+    key: tuple[Any, ...]
+    future: Future = field(default_factory=Future)
+
+
+class Batcher:
+    """A bounded queue and one worker thread that takes up to ``max_batch`` jobs (waiting at most
+    ``max_wait_ms`` after the first for more) and runs each group of equal ``key`` through
+    ``run(key, payloads) -> results``. A group that raises ``AwaresError`` is rerun one job at a time,
+    so a bad request fails alone."""
+
+    def __init__(
+        self,
+        run: Callable[[tuple[Any, ...], list[Any]], list[Any]],
+        max_batch: int = 8,
+        max_wait_ms: float = 10.0,
+        queue_size: int = 64,
+    ):
+        self.run, self.max_batch, self.max_wait = run, max_batch, max_wait_ms / 1000
+        self.queue: queue.Queue[Job | None] = queue.Queue(maxsize=queue_size)
+        self.batch_sizes: list[int] = []  # the size of every batch run, for metrics and tests
+        self.worker = threading.Thread(target=self._work, name="awares-batcher", daemon=True)
+        self.worker.start()
+
+    def submit(self, payload: Any, key: tuple[Any, ...] = ()) -> Future:
+        """Queue a job; its future holds the result or the exception. Raises ``QueueFull``."""
+        job = Job(payload, key)
+        try:
+            self.queue.put_nowait(job)
+        except queue.Full:
+            raise QueueFull(f"the queue holds {self.queue.maxsize} requests") from None
+        return job.future
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.worker.join(timeout=30)
+
+    def _take(self) -> list[Job] | None:
+        first = self.queue.get()
+        if first is None:
+            return None
+        jobs, deadline = [first], time.monotonic() + self.max_wait
+        while len(jobs) < self.max_batch and (left := deadline - time.monotonic()) > 0:
+            try:
+                job = self.queue.get(timeout=left)
+            except queue.Empty:
+                break
+            if job is None:
+                self.queue.put(None)  # stop after this batch
+                break
+            jobs.append(job)
+        return jobs
+
+    def _work(self) -> None:
+        while (jobs := self._take()) is not None:
+            for key, group in groupby(sorted(jobs, key=lambda j: repr(j.key)), key=lambda j: j.key):
+                self._run_group(key, list(group))
+
+    def _run_group(self, key: tuple[Any, ...], jobs: list[Job]) -> None:
+        self.batch_sizes.append(len(jobs))
+        try:
+            results = self.run(key, [j.payload for j in jobs])
+        except AwaresError as err:
+            if len(jobs) == 1:
+                jobs[0].future.set_exception(err)
+            else:  # one bad request: the others one at a time
+                for job in jobs:
+                    self._run_group(key, [job])
+            return
+        except Exception as err:  # a bug: every job of the group fails with it (the server answers 500)
+            for job in jobs:
+                job.future.set_exception(err)
+            return
+        for job, result in zip(jobs, results):
+            job.future.set_result(result)

@@ -14,7 +14,7 @@ import pytest
 import uvicorn
 
 from awares.models.endpoint import data_url
-from awares.runtime import Engine, RuntimeConfig
+from awares.runtime import Engine, Request, RuntimeConfig
 from awares.serve import Limits, ServeConfig, create_app
 
 from .conftest import scene
@@ -23,8 +23,8 @@ from .conftest import scene
 class Server:
     """``create_app(engine, config)`` served by uvicorn on a free loopback port, in a thread."""
 
-    def __init__(self, engine, config):
-        self.app = create_app(engine, config)
+    def __init__(self, engine, config, raw=False):
+        self.app = create_app(engine, config, raw=raw)
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
@@ -181,3 +181,23 @@ def test_a_full_queue_answers_503_with_retry_after_and_loses_nothing(serve, monk
         assert code == 503 and headers["Retry-After"] == "1" and "busy" in reply["error"]["message"]
         gate.set()
         assert first.result()[0] == 200 and second.result()[0] == 200
+
+
+def test_the_openai_backend_on_a_raw_endpoint_answers_as_the_engine_in_process(serve):
+    """``awares serve --raw`` stands in for vLLM; the protocol runs client-side on OpenAIBackend."""
+    from awares.data import generate
+    from awares.models import Backend, HFBackend, OpenAIBackend, default_model_dir
+
+    policy = HFBackend.load(default_model_dir("crops"), device="cpu")
+    server = Server(Engine(policy, RuntimeConfig()), ServeConfig(max_batch=8, max_wait_ms=50), raw=True)
+    try:
+        backend = OpenAIBackend(f"{server.url}/v1", "awares", policy.processor)
+        assert isinstance(backend, Backend) and isinstance(policy, Backend)
+        requests = [(s.image, s.question) for s in generate("test", 8)]
+        config = RuntimeConfig(max_new_tokens=16, batch_size=8)
+        remote = Engine(backend, config).answer_batch([Request(*r) for r in requests])
+        local = Engine(policy, config).answer_batch([Request(*r) for r in requests])
+        assert [(r.answer, r.crops, r.rtr) for r in remote] == [(r.answer, r.crops, r.rtr) for r in local]
+        assert any(r.crops for r in local)  # turn 2 ran, with the crops as the second user turn
+    finally:
+        server.stop()

@@ -47,9 +47,14 @@ def _model_dir(args: argparse.Namespace, policy: str) -> Path:
 
 
 def _engine(args: argparse.Namespace, model_dir: Path) -> Engine:
-    from .models import HFBackend
+    from .models import HFBackend, OpenAIBackend
 
-    backend = HFBackend.load(model_dir, device=args.device, dtype=args.dtype)
+    if args.backend == "openai":
+        if not (args.url and args.served_model):
+            raise InputError("--backend openai needs --url and --served-model")
+        backend = OpenAIBackend.connect(args.url, args.served_model, args.processor or model_dir)
+    else:
+        backend = HFBackend.load(model_dir, device=args.device, dtype=args.dtype)
     config = RuntimeConfig(
         max_new_tokens=args.max_new_tokens,
         low_res_scale=args.low_res_scale,
@@ -276,7 +281,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         queue_size=args.queue_size,
         limits=limits,
     )
-    app = create_app(_engine(args, _model_dir(args, "crops")), config)
+    app = create_app(_engine(args, _model_dir(args, "crops")), config, raw=args.raw)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
 
 
@@ -292,6 +297,12 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
         help="local checkpoint directory (default: the shipped tiny AwaRes policy for `crops`, the shipped base VLM "
         "for full, low, oracle and curation)",
     )
+    parser.add_argument(
+        "--backend", choices=["hf", "openai"], default="hf", help="hf: in process; openai: a VLM server (--url)"
+    )
+    parser.add_argument("--url", help="openai backend: the server's base URL, e.g. http://localhost:8000/v1")
+    parser.add_argument("--served-model", help="openai backend: the model name on that server")
+    parser.add_argument("--processor", help="openai backend: a folder with the model's processor (default --model)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     parser.add_argument(
         "--dtype", choices=["float32", "bfloat16", "float16"], help="default: bfloat16 on CUDA, float32 on CPU"
@@ -418,6 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-image-pixels", type=POSITIVE, default=50_000_000)
     serve.add_argument("--allow-remote-images", action="store_true", help="fetch http(s) image URLs")
     serve.add_argument("--allowed-local-media-path", help="read image paths under this folder only")
+    serve.add_argument("--raw", action="store_true", help="a plain VLM endpoint: no protocol, whole conversations")
     _model_options(serve)
     serve.set_defaults(func=cmd_serve)
 

@@ -1,12 +1,17 @@
-"""Model backends (HF transformers) and the offline tiny-model builder."""
+"""Model backends behind one ``Backend`` protocol (HF transformers, OpenAI-compatible servers) and
+the offline tiny-model builder."""
 
+from .backend import Backend, Turn
 from .default import default_base_dir, default_model_dir
-from .hf import HFBackend, Session, Turn
+from .hf import HFBackend, Session
+from .openai_backend import OpenAIBackend
 from .processor import load_processor, save_processor
 from .tiny import TinyConfig, build_tiny
 
 __all__ = [
+    "Backend",
     "HFBackend",
+    "OpenAIBackend",
     "Session",
     "TinyConfig",
     "Turn",

@@ -13,19 +13,10 @@ from transformers import AutoModelForImageTextToText, Cache
 
 from ..errors import InputError, ModelLoadError
 from ..protocol import Message, images_of
+from .backend import Turn
 from .processor import load_processor
 
 _REQUIRED_FILES = ("config.json", "tokenizer_config.json", "preprocessor_config.json")
-
-
-@dataclass
-class Turn:
-    """Decoded texts of one generation call, plus what a later call needs to continue from it."""
-
-    texts: list[str]
-    ids: list[list[int]]  # generated ids per row, through its end of turn
-    session: Session
-    logits: tuple[torch.Tensor, ...] | None = None  # per decoding step, when asked with output_logits=True
 
 
 @dataclass

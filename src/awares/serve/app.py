@@ -24,7 +24,7 @@ from ..errors import AwaresError
 from ..runtime import POLICIES, Engine, Result
 from ..runtime import Request as EngineRequest
 from .batcher import Batcher, QueueFull
-from .requests import BadRequest, Limits, parse_chat
+from .requests import BadRequest, Limits, parse_chat, parse_conversation
 
 
 @dataclass
@@ -64,6 +64,18 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status, headers=headers)
 
 
+def raw_completion(text: str, model: str, generated: int) -> dict[str, Any]:
+    """A plain ``chat.completion`` (``awares serve --raw``)."""
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": {"completion_tokens": generated},
+    }
+
+
 def completion(result: Result, model: str, question_tokens: int) -> dict[str, Any]:
     """An OpenAI ``chat.completion`` for ``result``: ``usage`` counts the visual tokens used."""
     visual = result.tokens.view + result.tokens.crops
@@ -91,19 +103,24 @@ def completion(result: Result, model: str, question_tokens: int) -> dict[str, An
     }
 
 
-def create_app(engine: Engine, config: ServeConfig | None = None) -> FastAPI:
-    """The server app around ``engine`` (its model runs on the batcher's one worker thread)."""
+def create_app(engine: Engine, config: ServeConfig | None = None, raw: bool = False) -> FastAPI:
+    """The server app around ``engine`` (its model runs on the batcher's one worker thread). With
+    ``raw``, a plain VLM endpoint instead: whole conversations (any turns, several images) answered
+    in one pass by the engine's backend, without the protocol, as vLLM serves a checkpoint."""
     config = config or ServeConfig()
     engine.config.batch_size = config.max_batch
     metrics = Metrics()
 
-    def run(key: tuple[str, int], requests: list[EngineRequest]) -> list[tuple[Result, int]]:
+    def run(key: tuple[str, int], jobs: list[Any]) -> list[tuple[Any, int]]:
         """On the worker thread, the only one that touches the model and its tokenizer."""
         policy, max_tokens = key
+        if raw:
+            turn = engine.backend.generate(jobs, max_new_tokens=max_tokens)
+            return [(text, len(ids)) for text, ids in zip(turn.texts, turn.ids)]
         engine.config.max_new_tokens = max_tokens
-        results = engine.answer_batch(requests, policy)
+        results = engine.answer_batch(jobs, policy)
         tokenizer = engine.backend.processor.tokenizer
-        return [(result, len(tokenizer(r.question).input_ids)) for result, r in zip(results, requests)]
+        return [(result, len(tokenizer(r.question).input_ids)) for result, r in zip(results, jobs)]
 
     batcher = Batcher(run, config.max_batch, config.max_wait_ms, config.queue_size)
 
@@ -123,32 +140,37 @@ def create_app(engine: Engine, config: ServeConfig | None = None) -> FastAPI:
         metrics.latency.observe(time.perf_counter() - began)
         return response
 
+    def prepare(payload: Any) -> tuple[Any, tuple[str, int]]:
+        """The job and batch key of a request (raises ``BadRequest``)."""
+        if raw:
+            return parse_conversation(payload, config.limits), ("raw", _key(payload, config)[1])
+        image, question = parse_chat(payload, config.limits)
+        return EngineRequest(image, question), _key(payload, config)
+
     async def _answer(request: Request) -> JSONResponse:
         body = await request.body()
         if len(body) > config.max_request_bytes:
             return _error(413, f"the request is {len(body):,} bytes; the limit is {config.max_request_bytes:,}")
         try:
-            payload = json.loads(body)
-            image, question = await asyncio.to_thread(parse_chat, payload, config.limits)
-            key = _key(payload, config)
+            job, key = await asyncio.to_thread(prepare, json.loads(body))
         except json.JSONDecodeError as err:
             return _error(400, f"the body is not JSON: {err}")
         except BadRequest as err:
             return _error(err.status, err.message)
-        except AwaresError as err:
-            return _error(400, str(err))
         try:
-            future = batcher.submit(EngineRequest(image, question), key)
+            future = batcher.submit(job, key)
         except QueueFull as err:
             return _error(503, f"the server is busy ({err}); retry shortly", {"Retry-After": "1"})
         try:
-            result, question_tokens = await asyncio.wrap_future(future)
+            result, tokens = await asyncio.wrap_future(future)
         except AwaresError as err:  # the engine refused the question (too long, control tokens)
             return _error(400, str(err))
+        if raw:
+            return JSONResponse(raw_completion(result, config.model_name, tokens))
         metrics.tokens.labels("used").inc(result.tokens.view + result.tokens.crops)
         metrics.tokens.labels("full").inc(result.tokens.full)
         metrics.rtr.observe(result.rtr)
-        return JSONResponse(completion(result, config.model_name, question_tokens))
+        return JSONResponse(completion(result, config.model_name, tokens))
 
     @app.get("/v1/models")
     def models() -> dict[str, Any]:

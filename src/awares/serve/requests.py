@@ -89,36 +89,63 @@ def _download(url: str, limit: int) -> bytes:
         raise BadRequest(400, f"the image URL cannot be fetched: {err}") from err
 
 
-def parse_chat(body: Any, limits: Limits) -> tuple[Image.Image, str]:
-    """The image and the question of a chat request whose user turns hold exactly one image."""
+def _messages(body: Any) -> list[dict[str, Any]]:
     messages = body.get("messages") if isinstance(body, dict) else None
     if not isinstance(messages, list) or not messages:
         raise BadRequest(400, "the request needs a non-empty 'messages' list")
-    texts, urls = [], []
     for message in messages:
         if not isinstance(message, dict) or message.get("role") not in ("system", "user", "assistant"):
             raise BadRequest(400, "each message needs a role: system, user or assistant")
-        if message["role"] != "user":
-            continue
-        content = message.get("content")
-        parts = [{"type": "text", "text": content}] if isinstance(content, str) else content
-        if not isinstance(parts, list):
-            raise BadRequest(400, "a message's content is a string or a list of parts")
-        for part in parts:
-            kind = part.get("type") if isinstance(part, dict) else None
-            if kind == "text" and isinstance(part.get("text"), str):
-                texts.append(part["text"])
-            elif kind == "image_url":
-                url = part.get("image_url")
-                url = url.get("url") if isinstance(url, dict) else url
-                if not isinstance(url, str):
-                    raise BadRequest(400, "an image_url part needs a 'url'")
-                urls.append(url)
-            else:
-                raise BadRequest(400, f"unsupported content part {str(part)[:80]}; use text and image_url parts")
+    return messages
+
+
+def _parts(message: dict[str, Any]) -> list[tuple[str, str]]:
+    """A message's content as ``("text", text)`` and ``("image", url)`` parts."""
+    content = message.get("content")
+    parts = [{"type": "text", "text": content}] if isinstance(content, str) else content
+    if not isinstance(parts, list):
+        raise BadRequest(400, "a message's content is a string or a list of parts")
+    out = []
+    for part in parts:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            out.append(("text", part["text"]))
+        elif kind == "image_url":
+            url = part.get("image_url")
+            url = url.get("url") if isinstance(url, dict) else url
+            if not isinstance(url, str):
+                raise BadRequest(400, "an image_url part needs a 'url'")
+            out.append(("image", url))
+        else:
+            raise BadRequest(400, f"unsupported content part {str(part)[:80]}; use text and image_url parts")
+    return out
+
+
+def parse_chat(body: Any, limits: Limits) -> tuple[Image.Image, str]:
+    """The image and the question of a chat request whose user turns hold exactly one image."""
+    parts = [p for m in _messages(body) if m["role"] == "user" for p in _parts(m)]
+    urls = [value for kind, value in parts if kind == "image"]
     if len(urls) != 1:
         raise BadRequest(400, f"a request holds exactly one image; this one holds {len(urls)}")
-    question = "\n".join(texts).strip()
+    question = "\n".join(value for kind, value in parts if kind == "text").strip()
     if not question:
         raise BadRequest(400, "the question is empty")
     return fetch_image(urls[0], limits), question
+
+
+def parse_conversation(body: Any, limits: Limits, max_images: int = 16) -> list[dict[str, Any]]:
+    """A whole chat (any turns, up to ``max_images`` images) as chat messages with PIL images: what a
+    plain VLM server (``awares serve --raw``) answers."""
+    messages = [(m["role"], _parts(m)) for m in _messages(body)]
+    images = sum(kind == "image" for _, parts in messages for kind, _ in parts)
+    if images > max_images:
+        raise BadRequest(400, f"a request holds at most {max_images} images; this one holds {images}")
+    if any(kind == "image" for role, parts in messages if role != "user" for kind, _ in parts):
+        raise BadRequest(400, "images belong in user messages")
+
+    def part(kind: str, value: str) -> dict[str, Any]:
+        return (
+            {"type": "image", "image": fetch_image(value, limits)} if kind == "image" else {"type": kind, kind: value}
+        )
+
+    return [{"role": role, "content": [part(*p) for p in parts]} for role, parts in messages]

@@ -1,0 +1,39 @@
+"""The one interface the engine runs on: ``Backend`` (in-process transformers, or a VLM server)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from ..protocol import Message
+
+
+@dataclass
+class Turn:
+    """Decoded texts of one generation call, plus what a later call needs to continue from it."""
+
+    texts: list[str]
+    ids: list[list[int]]  # generated ids per row, through its end of turn
+    session: Any  # the backend's own state: an HF KV cache, or the conversations a server was sent
+    logits: tuple[Any, ...] | None = None  # per decoding step, when asked with output_logits=True (HF)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What ``Engine`` needs of a model: its processor (token accounting, question checks), turn 1
+    on a batch of conversations, turn 2 on some of its rows, and a description for result files."""
+
+    processor: Any
+
+    def generate(self, conversations: list[list[Message]], max_new_tokens: int = 64, **sampling: Any) -> Turn: ...
+
+    def extend(
+        self,
+        session: Any,
+        rows: list[int],
+        conversations: list[list[Message]],
+        max_new_tokens: int = 64,
+        **sampling: Any,
+    ) -> Turn: ...
+
+    def describe(self) -> dict[str, Any]: ...

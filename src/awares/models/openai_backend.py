@@ -1,0 +1,98 @@
+"""A backend that runs each turn on an OpenAI-compatible VLM server (vLLM, SGLang, ``awares serve --raw``).
+
+Turn 2 sends the whole two-turn conversation with the crops as the second user turn: the server's
+prefix cache (vLLM's ``--enable-prefix-caching``) reuses the turn-1 prefix, as ``HFBackend.extend``
+reuses its KV cache in process. The processor (read from a local folder holding the checkpoint's
+tokenizer and ``preprocessor_config.json``) counts visual tokens exactly as the server's model sees them.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from ..protocol import Message
+from .backend import Turn
+from .endpoint import EndpointError, data_url
+from .processor import load_processor
+
+
+def to_openai(messages: list[Message]) -> list[dict[str, Any]]:
+    """Chat messages with inline PIL images as OpenAI messages with ``data:`` image URLs."""
+    out = []
+    for message in messages:
+        parts = []
+        for part in message["content"]:
+            if part["type"] == "image":
+                image = part["image"]
+                image = image if isinstance(image, Image.Image) else Image.open(image)
+                parts.append({"type": "image_url", "image_url": {"url": data_url(image)}})
+            else:
+                parts.append({"type": "text", "text": part["text"]})
+        text_only = all(p["type"] == "text" for p in parts)
+        out.append({"role": message["role"], "content": "".join(p["text"] for p in parts) if text_only else parts})
+    return out
+
+
+class OpenAIBackend:
+    """``generate`` and ``extend`` as chat completions on ``base_url`` (one request per conversation,
+    ``concurrency`` at a time, so the server can batch them)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        processor: Any,
+        api_key: str = "EMPTY",
+        timeout: float = 120.0,
+        max_retries: int = 2,
+        concurrency: int = 16,
+    ):
+        import openai
+
+        self.base_url, self.model, self.processor = base_url, model, processor
+        self.client = openai.OpenAI(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=max_retries)
+        self.concurrency = concurrency
+
+    @classmethod
+    def connect(cls, base_url: str, model: str, processor_dir: str | Path, **options: Any) -> OpenAIBackend:
+        """A backend for ``model`` on ``base_url``, its processor read from ``processor_dir``."""
+        return cls(base_url, model, load_processor(processor_dir), **options)
+
+    def describe(self) -> dict[str, Any]:
+        return {"url": self.base_url, "model": self.model}
+
+    def generate(self, conversations: list[list[Message]], max_new_tokens: int = 64, **sampling: Any) -> Turn:
+        """Turn 1: one completion per conversation."""
+        with ThreadPoolExecutor(min(self.concurrency, max(len(conversations), 1))) as pool:
+            texts = list(pool.map(lambda c: self._complete(c, max_new_tokens, sampling), conversations))
+        tokenizer = self.processor.tokenizer
+        return Turn(texts, [tokenizer(t).input_ids for t in texts], list(conversations))
+
+    def extend(
+        self,
+        session: Any,
+        rows: list[int],
+        conversations: list[list[Message]],
+        max_new_tokens: int = 64,
+        **sampling: Any,
+    ) -> Turn:
+        """Turn 2 for ``rows``: each whole conversation again (the server's prefix cache holds turn 1)."""
+        return self.generate(conversations, max_new_tokens, **sampling)
+
+    def _complete(self, conversation: list[Message], max_new_tokens: int, sampling: dict[str, Any]) -> str:
+        import openai
+
+        temperature = float(sampling.get("temperature", 1.0)) if sampling.get("do_sample") else 0.0
+        try:
+            reply = self.client.chat.completions.create(
+                model=self.model, messages=to_openai(conversation), max_tokens=max_new_tokens, temperature=temperature
+            )
+        except openai.OpenAIError as err:
+            raise EndpointError(f"{self.base_url}: {type(err).__name__}: {err}") from err
+        if not reply.choices or reply.choices[0].message.content is None:
+            raise EndpointError(f"{self.base_url}: the reply holds no message")
+        return reply.choices[0].message.content

@@ -14,17 +14,21 @@ import time
 import uuid
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
+from ..crops import CROP_NAMES, crop_box
 from ..errors import AwaresError
 from ..runtime import POLICIES, Engine, Result
 from ..runtime import Request as EngineRequest
 from .batcher import Batcher, QueueFull
 from .requests import BadRequest, Limits, parse_chat, parse_conversation
+
+DEMO_PAGE = Path(__file__).with_name("demo.html")
 
 
 @dataclass
@@ -76,7 +80,7 @@ def raw_completion(text: str, model: str, generated: int) -> dict[str, Any]:
     }
 
 
-def completion(result: Result, model: str, question_tokens: int) -> dict[str, Any]:
+def completion(result: Result, model: str, question_tokens: int, min_crop_side: int = 100) -> dict[str, Any]:
     """An OpenAI ``chat.completion`` for ``result``: ``usage`` counts the visual tokens used."""
     visual = result.tokens.view + result.tokens.crops
     generated = sum(len(ids) for ids in result.token_ids)
@@ -95,6 +99,9 @@ def completion(result: Result, model: str, question_tokens: int) -> dict[str, An
         "awares": {
             "policy": result.policy,
             "crops": list(result.crops),
+            "image_size": list(result.image_size),
+            # every crop's box on the full image (what the demo page draws over the low-res view)
+            "crop_boxes": {c: list(crop_box(c, *result.image_size, min_crop_side).as_tuple()) for c in CROP_NAMES},
             "rtr": result.rtr,
             "tokens": {"view": result.tokens.view, "crops": result.tokens.crops, "full": result.tokens.full},
             "seconds": result.seconds,
@@ -170,7 +177,11 @@ def create_app(engine: Engine, config: ServeConfig | None = None, raw: bool = Fa
         metrics.tokens.labels("used").inc(result.tokens.view + result.tokens.crops)
         metrics.tokens.labels("full").inc(result.tokens.full)
         metrics.rtr.observe(result.rtr)
-        return JSONResponse(completion(result, config.model_name, tokens))
+        return JSONResponse(completion(result, config.model_name, tokens, engine.config.min_crop_side))
+
+    @app.get("/", response_class=HTMLResponse)
+    def demo() -> str:
+        return DEMO_PAGE.read_text()
 
     @app.get("/v1/models")
     def models() -> dict[str, Any]:

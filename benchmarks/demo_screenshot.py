@@ -32,7 +32,7 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="docs/demo.png")
-    parser.add_argument("--sample", type=int, default=0, help="which detail question of the test split")
+    parser.add_argument("--sample", type=int, default=11, help="which detail question of the test split")
     args = parser.parse_args()
 
     sample = [s for s in generate("test", 40) if s.kind == "detail"][args.sample]

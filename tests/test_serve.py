@@ -201,3 +201,50 @@ def test_the_openai_backend_on_a_raw_endpoint_answers_as_the_engine_in_process(s
         assert any(r.crops for r in local)  # turn 2 ran, with the crops as the second user turn
     finally:
         server.stop()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_awares_serve_as_the_readme_starts_it_and_ask_through_a_raw_server(tmp_path, tiny_dir, capsys):
+    """`awares serve` in its own process answers the openai client; `awares ask --backend openai`
+    runs the protocol against a second one started with --raw."""
+    import os
+    import subprocess
+    import sys
+
+    import openai
+
+    from awares.cli import main
+
+    ports, processes = [free_port(), free_port()], []
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    for port, extra in zip(ports, ([], ["--raw"])):
+        command = [sys.executable, "-m", "awares.cli", "serve", "--port", str(port), "--model", str(tiny_dir), *extra]
+        processes.append(subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    try:
+        for port in ports:
+            for _ in range(300):
+                try:
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+                    break
+                except OSError:
+                    time.sleep(0.1)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{ports[0]}/v1", api_key="none")
+        reply = client.chat.completions.create(**chat(data_url(scene())))
+        assert reply.model_extra["awares"]["rtr"] > 0 and reply.usage.prompt_tokens > 0
+        scene().save(tmp_path / "a.png")
+        url = f"http://127.0.0.1:{ports[1]}/v1"
+        remote = ["--backend", "openai", "--url", url, "--served-model", "awares", "--model", str(tiny_dir), "--json"]
+        assert main(["ask", str(tmp_path / "a.png"), "What is written?", *remote, "--max-new-tokens", "4"]) == 0
+        remote_result = json.loads(capsys.readouterr().out)
+        assert main(["ask", str(tmp_path / "a.png"), "What is written?", "--model", str(tiny_dir), "--json",
+                     "--max-new-tokens", "4"]) == 0  # fmt: skip
+        assert remote_result["answer"] == json.loads(capsys.readouterr().out)["answer"]
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(timeout=30)

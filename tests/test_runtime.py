@@ -1,12 +1,32 @@
+"""The engine's behaviour, on each backend: in process (HF) and on a VLM server (OpenAIBackend
+against ``awares serve --raw``)."""
+
+import os
+
 import pytest
 
 from awares.crops import VisionGrid, extract_crops, low_res_view
 from awares.errors import InputError
+from awares.models import HFBackend, OpenAIBackend
 from awares.runtime import Engine, Request, RuntimeConfig
+from awares.serve import ServeConfig
 
 from .conftest import Scripted, scene
+from .test_serve import Server
 
 IMAGE = scene(448, 336)
+
+
+@pytest.fixture(scope="module", params=["hf", "openai"])
+def backend(request, tiny_dir):
+    """The tiny model in process, or served raw on loopback and reached through OpenAIBackend."""
+    hf = HFBackend.load(tiny_dir, device=os.environ.get("AWARES_TEST_DEVICE", "cpu"), dtype="float32")
+    if request.param == "hf":
+        yield hf
+        return
+    server = Server(Engine(hf, RuntimeConfig()), ServeConfig(max_batch=8, max_wait_ms=5), raw=True)
+    yield OpenAIBackend(f"{server.url}/v1", "awares", hf.processor)
+    server.stop()
 
 
 def test_full_and_low_baselines_count_tokens_exactly(backend):

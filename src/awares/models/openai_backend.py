@@ -53,7 +53,7 @@ class OpenAIBackend:
     ):
         import openai
 
-        self.base_url, self.model, self.processor = base_url, model, processor
+        self.base_url, self.model, self.processor, self.tokenizer = base_url, model, processor, processor.tokenizer
         self.client = openai.OpenAI(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=max_retries)
         self.concurrency = concurrency
 

@@ -11,19 +11,15 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import socket
 import tempfile
-import threading
-import time
 from pathlib import Path
 
-import uvicorn
 from playwright.sync_api import sync_playwright
 
 from awares.data import generate
 from awares.models import HFBackend, default_model_dir
 from awares.runtime import Engine, RuntimeConfig
-from awares.serve import ServeConfig, create_app
+from awares.serve import ServeConfig, create_app, serve_in_thread
 
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync"]  # fmt: skip
@@ -38,18 +34,12 @@ def main() -> None:
     sample = [s for s in generate("test", 40) if s.kind == "detail"][args.sample]
     image = Path(tempfile.mkdtemp()) / "sample.png"
     sample.image.save(image)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     app = create_app(Engine(HFBackend.load(default_model_dir("crops")), RuntimeConfig()), ServeConfig())
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    threading.Thread(target=server.run, daemon=True).start()
-    while not server.started:
-        time.sleep(0.02)
+    server, url = serve_in_thread(app)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), headless=True, args=FLAGS)
         page = browser.new_page(viewport={"width": 1000, "height": 620})
-        page.goto(f"http://127.0.0.1:{port}")
+        page.goto(url)
         page.set_input_files("#file", str(image))
         page.wait_for_function("document.getElementById('view').width > 1")
         page.fill("#question", sample.question)

@@ -16,9 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import socket
 import statistics
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -26,13 +24,11 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import uvicorn
-
 from awares.data import generate
 from awares.models import HFBackend, default_model_dir
 from awares.models.endpoint import data_url
 from awares.runtime import Engine, RuntimeConfig
-from awares.serve import ServeConfig, create_app
+from awares.serve import ServeConfig, create_app, serve_in_thread
 
 
 def bodies(n: int, bad_fraction: float, seed: int = 0) -> list[dict]:
@@ -55,17 +51,6 @@ def bodies(n: int, bad_fraction: float, seed: int = 0) -> list[dict]:
     return out
 
 
-def serve(engine: Engine, config: ServeConfig) -> tuple[uvicorn.Server, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(engine, config), host="127.0.0.1", port=port, log_level="error"))
-    threading.Thread(target=server.run, daemon=True).start()
-    while not server.started:
-        time.sleep(0.02)
-    return server, f"http://127.0.0.1:{port}"
-
-
 def post(url: str, body: dict) -> tuple[int, float]:
     data = json.dumps(body).encode()
     request = urllib.request.Request(f"{url}/v1/chat/completions", data, {"Content-Type": "application/json"})
@@ -80,7 +65,7 @@ def post(url: str, body: dict) -> tuple[int, float]:
 
 
 def load(engine: Engine, config: ServeConfig, requests: list[dict], clients: int, time_limit: float) -> dict:
-    server, url = serve(engine, config)
+    server, url = serve_in_thread(create_app(engine, config))
     began = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
         futures = [pool.submit(post, url, body) for body in requests]

@@ -11,11 +11,10 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-import uvicorn
 
 from awares.models.endpoint import data_url
 from awares.runtime import Engine, Request, RuntimeConfig
-from awares.serve import Limits, ServeConfig, create_app
+from awares.serve import Limits, ServeConfig, create_app, serve_in_thread
 
 from .conftest import scene
 
@@ -25,15 +24,7 @@ class Server:
 
     def __init__(self, engine, config, raw=False):
         self.app = create_app(engine, config, raw=raw)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="error"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        while not self.server.started:
-            time.sleep(0.02)
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.server, self.url = serve_in_thread(self.app)
 
     def post(self, body, raw=False):
         """``(status, json, headers)`` of POST /v1/chat/completions."""
@@ -51,7 +42,6 @@ class Server:
 
     def stop(self):
         self.server.should_exit = True
-        self.thread.join(timeout=30)
 
 
 @pytest.fixture()

@@ -207,3 +207,21 @@ def _key(payload: dict[str, Any], config: ServeConfig) -> tuple[str, int]:
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= config.max_tokens:
         raise BadRequest(400, f"max_tokens must be an integer in 1..{config.max_tokens}")
     return policy, max_tokens
+
+
+def serve_in_thread(app: FastAPI, host: str = "127.0.0.1") -> tuple[Any, str]:
+    """Serve ``app`` with uvicorn on a free port of ``host`` in a daemon thread (tests, benchmarks);
+    returns the server (set ``should_exit`` to stop it) and its base URL, once it accepts requests."""
+    import socket
+    import threading
+
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind((host, 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="error"))
+    threading.Thread(target=server.run, name="awares-serve", daemon=True).start()
+    while not server.started:
+        time.sleep(0.02)
+    return server, f"http://{host}:{port}"

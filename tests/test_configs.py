@@ -74,3 +74,8 @@ def test_a_bad_config_file_is_a_clear_error_with_exit_status_2(tmp_path, capsys)
         assert message in err and "Traceback" not in err
     assert main(["train", "grpo", str(tmp_path / "missing.toml")]) == 2
     assert "cannot read config" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs" / "ablations").glob("*.toml")), ids=lambda p: p.name)
+def test_ablation_configs_load(path):
+    assert GRPOConfig.from_toml(path).on_malformed == "answer"

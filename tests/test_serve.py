@@ -138,6 +138,13 @@ def test_every_bad_request_gets_a_clear_4xx_and_the_server_keeps_serving(serve, 
     assert 'awares_requests_total{status="400"}' in metrics and 'awares_requests_total{status="413"}' in metrics
 
 
+def test_a_request_over_the_size_limit_is_refused_before_it_is_read(serve):
+    server = serve(max_request_bytes=50_000)
+    code, reply, _ = server.post(json.dumps(chat(data_url(scene(1200, 1000)))).encode() + b" " * 60_000, raw=True)
+    assert code == 413 and "the limit is 50,000" in reply["error"]["message"]
+    assert server.post(chat(data_url(scene())))[0] == 200
+
+
 def test_local_paths_are_refused_by_default(serve, tmp_path):
     scene().save(tmp_path / "a.png")
     server = serve()

@@ -279,6 +279,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         max_batch=args.max_batch,
         max_wait_ms=args.max_wait_ms,
         queue_size=args.queue_size,
+        max_request_bytes=args.max_request_bytes,
         limits=limits,
     )
     app = create_app(_engine(args, _model_dir(args, "crops")), config, raw=args.raw)
@@ -425,6 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-batch", type=POSITIVE, default=8, help="requests run together at most")
     serve.add_argument("--max-wait-ms", type=_number(float, 0.0), default=10.0, help="wait for a batch to fill")
     serve.add_argument("--queue-size", type=POSITIVE, default=64, help="waiting requests; beyond, 503")
+    serve.add_argument("--max-request-bytes", type=POSITIVE, default=32 << 20, help="larger bodies get 413")
     serve.add_argument("--max-image-bytes", type=POSITIVE, default=20 << 20)
     serve.add_argument("--max-image-pixels", type=POSITIVE, default=50_000_000)
     serve.add_argument("--allow-remote-images", action="store_true", help="fetch http(s) image URLs")

@@ -155,6 +155,9 @@ def create_app(engine: Engine, config: ServeConfig | None = None, raw: bool = Fa
         return EngineRequest(image, question), _key(payload, config)
 
     async def _answer(request: Request) -> JSONResponse:
+        declared = request.headers.get("content-length", "0")
+        if declared.isdigit() and int(declared) > config.max_request_bytes:  # refused before it is read
+            return _error(413, f"the request is {int(declared):,} bytes; the limit is {config.max_request_bytes:,}")
         body = await request.body()
         if len(body) > config.max_request_bytes:
             return _error(413, f"the request is {len(body):,} bytes; the limit is {config.max_request_bytes:,}")

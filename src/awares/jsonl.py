@@ -39,9 +39,10 @@ def open_append(path: Path) -> IO[str]:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_file() and path.stat().st_size:
         with path.open("rb+") as raw:
-            data = raw.read()
-            if not data.endswith(b"\n"):
-                raw.truncate(data.rfind(b"\n") + 1)
+            raw.seek(-1, os.SEEK_END)  # the last byte tells; the whole file is read only to cut a line
+            if raw.read(1) != b"\n":
+                raw.seek(0)
+                raw.truncate(raw.read().rfind(b"\n") + 1)
     return path.open("a", encoding="utf-8")
 
 

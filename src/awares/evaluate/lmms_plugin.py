@@ -88,18 +88,19 @@ class AwaRes(lmms):
                     except AwaresError as err:
                         job["error"] = str(err)
                         out.append((job, None))
-        for job, result in out:
-            self._log(job, result)
+        by_task = lambda pair: pair[0]["task"]  # noqa: E731
+        for task, pairs in groupby(sorted(out, key=by_task), key=by_task):
+            with open_append(self.log_dir / f"{task}.jsonl") as log:
+                for job, result in pairs:
+                    append(log, self._row(job, result))
         return out
 
-    def _log(self, job: dict[str, Any], result: Any) -> None:
+    @staticmethod
+    def _row(job: dict[str, Any], result: Any) -> dict[str, Any]:
         row = {k: job[k] for k in ("task", "split", "doc_id")}
         if result is None:
-            row["error"] = job["error"]
-        else:
-            row |= {k: v for k, v in result.to_dict().items() if k in ("answer", "crops", "rtr", "tokens", "seconds")}
-        with open_append(self.log_dir / f"{job['task']}.jsonl") as f:
-            append(f, row)
+            return row | {"error": job["error"]}
+        return row | {k: v for k, v in result.to_dict().items() if k in ("answer", "crops", "rtr", "tokens", "seconds")}
 
     def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
         raise NotImplementedError("AwaRes generates answers; loglikelihood tasks are not supported")

@@ -47,7 +47,10 @@ def main() -> None:
     p.add_argument("--classes", choices=["quadrants", "crops"], default="quadrants")
     p.add_argument("--init", default="", help="checkpoint to start from (default: a random-init tiny model)")
     p.add_argument("--mrope", choices=["interleaved", "split"], default="interleaved", help="random init only")
-    p.add_argument("--center-filters", action="store_true", help="random init only: zero-mean patch filters")
+    p.add_argument(
+        "--center-filters", type=float, nargs="?", const=1.0, default=0.0,
+        help="random init only: share of the patch filters made zero-mean (no value: all)",
+    )
     p.add_argument("--steps", type=int, default=500)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr", type=float, default=5e-4)

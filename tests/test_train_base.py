@@ -2,11 +2,11 @@ import json
 
 from PIL import Image
 
-from awares.crops import Box, low_res_view
+from awares.crops import Box, boxes_to_crops, low_res_view
 from awares.data import generate
 from awares.models import load_processor
 from awares.protocol import turn1_messages
-from awares.train.base import BaseTrainConfig, ViewDataset, train_base, zoom_box
+from awares.train.base import GROUND_QUESTION, BaseTrainConfig, ViewDataset, train_base, zoom_box
 from awares.train.collate import IGNORE_INDEX, ChatCollator, assistant_spans
 
 from .conftest import scene
@@ -87,6 +87,25 @@ def test_curriculum_starts_with_detail_questions_and_one_token_zooms(tmp_path):
     assert abs(weights[3] - 0.2) < 1e-9 and cells == 8
     assert abs(weights[0] / weights[1] - 0.45 / 0.25) < 1e-9
     assert {dataset[i][0]["content"][1]["text"] for i in [0, 1]} == {record.question, "How many shapes?"}
+
+
+def test_grounding_asks_which_crop_holds_the_plate_on_the_half_resolution_view(tmp_path):
+    from awares.data import Record
+
+    sample, record = _detail_record(tmp_path)
+    other = Record("g", record.image, "How many shapes?", ["1"], [(0, 0, 56, 56)], "global")
+    dataset = ViewDataset([record, other], BaseTrainConfig(read_warmup=0.2, task_warmup=0, ground=1.0))
+    dataset.progress = 0.1  # reading warm-up: no grounding yet
+    assert dataset[0][0]["content"][1]["text"] == record.question
+    dataset.progress = 0.5
+    (user, answer) = dataset[0]
+    view, question = user["content"][0]["image"], user["content"][1]["text"]
+    assert question == GROUND_QUESTION and view.tobytes() == low_res_view(sample.image).tobytes()
+    (crop,) = boxes_to_crops(sample.evidence, *sample.image.size).crop_ids
+    assert answer["content"][0]["text"] == crop == sample.meta["target"]
+    assert dataset[1][0]["content"][1]["text"] == "How many shapes?"  # global questions are not grounded
+    dataset.config.ground = 0.0
+    assert dataset[0][0]["content"][1]["text"] == record.question
 
 
 def test_zoom_box_stays_on_the_grid_and_inside_the_image():

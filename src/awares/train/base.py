@@ -1,7 +1,10 @@
 """Train the tiny base VLM from scratch: single-turn VQA on full, low-res and cropped views.
 
 A plain VLM, no tools: it learns to answer questions from whatever view it is shown, so that on the
-synthetic benchmark it reads tag codes at full resolution and cannot at half resolution.
+synthetic benchmark it reads plate codes at full resolution and cannot at half resolution. It also
+learns to *ground*: asked which crop holds the plate on the half-resolution view, it answers the crop
+id of the plate's cheapest cover (what the oracle mapping gives), so that where to look is already
+in the base model when SFT teaches it to ask.
 """
 
 from __future__ import annotations
@@ -60,6 +63,9 @@ class BaseTrainConfig(TomlConfig):
     zoom_min_cells: int = -1
     zoom_max_cells: int = 10
     task_warmup: float = 0.45
+    # From `read_warmup` on, this share of the detail questions is replaced by the grounding question
+    # on the 0.5x view, answered with the crop ids of the evidence's cheapest cover.
+    ground: float = 0.0
     logging_steps: int = 25
     save_steps: int = 500
     threads: int = 0  # torch threads; 0 keeps torch's default
@@ -80,6 +86,9 @@ def zoom_box(boxes: list[Box], width: int, height: int, margin_cells: int, cell:
 
     (x0, x1), (y0, y1) = span(x0, x1, width), span(y0, y1, height)
     return Box(x0, y0, x1, y1)
+
+
+GROUND_QUESTION = "Which crop holds the red plate?"
 
 
 class ViewDataset(Dataset):
@@ -128,12 +137,22 @@ class ViewDataset(Dataset):
             return image.crop(zoom_box(record.evidence_boxes(), *image.size, cells).as_tuple())
         return image
 
+    def grounding(self, record: Record) -> tuple[Any, str, str]:
+        """The 0.5x view, the grounding question and the cheapest cover's crop ids."""
+        image = load_image(record.image)
+        crop_ids = boxes_to_crops(record.evidence, *image.size).crop_ids
+        return low_res_view(image), GROUND_QUESTION, ", ".join(crop_ids)
+
     def __getitem__(self, index: int) -> list[Message]:
-        record = self.records[index]
-        if self.progress < self.config.task_warmup and self.detail:
+        record, c = self.records[index], self.config
+        if self.progress < c.task_warmup and self.detail:
             record = self.detail[index % len(self.detail)]
-        messages = turn1_messages(self.view(record), record.question, system_prompt=None)
-        return [*messages, {"role": "assistant", "content": [{"type": "text", "text": record.answers[0]}]}]
+        if record.kind == "detail" and record.evidence and self.progress >= c.read_warmup and self.rng.random() < c.ground:
+            image, question, answer = self.grounding(record)
+        else:
+            image, question, answer = self.view(record), record.question, record.answers[0]
+        messages = turn1_messages(image, question, system_prompt=None)
+        return [*messages, {"role": "assistant", "content": [{"type": "text", "text": answer}]}]
 
 
 class CurriculumCallback(TrainerCallback):
@@ -154,7 +173,7 @@ def train_base(config: BaseTrainConfig) -> Path:
     out = Path(config.output_dir)
     init_dir = out / "init"
     if not (init_dir / "config.json").is_file():
-        build_tiny(init_dir, TinyConfig(**{"extra_corpus": corpus(), **config.model}))
+        build_tiny(init_dir, TinyConfig(**{"extra_corpus": [*corpus(), GROUND_QUESTION], **config.model}))
     processor = load_processor(init_dir)
     model = AutoModelForImageTextToText.from_pretrained(init_dir, dtype=torch.float32)
     records, errors = read_jsonl(synthetic_dir("train", config.train_samples, out / "data", config.detail_fraction))

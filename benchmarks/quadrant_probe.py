@@ -51,6 +51,7 @@ def main() -> None:
         "--center-filters", type=float, nargs="?", const=1.0, default=0.0,
         help="random init only: share of the patch filters made zero-mean (no value: all)",
     )
+    p.add_argument("--filter-mean", type=float, default=0.0, help="random init only: share of their mean kept")
     p.add_argument("--steps", type=int, default=500)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr", type=float, default=5e-4)
@@ -73,6 +74,7 @@ def main() -> None:
             seed=a.seed,
             mrope_interleaved=a.mrope == "interleaved",
             center_patch_filters=a.center_filters,
+            patch_filter_mean=a.filter_mean,
         )
         processor = build_processor(config)
         model = build_model(config, processor.tokenizer)

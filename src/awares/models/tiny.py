@@ -77,12 +77,13 @@ class TinyConfig:
     # at head_dim 32 gives the width axis only its lowest frequencies (<= ~0.003 rad per token); the
     # localisation probe reached 37.5% with interleaving and 27.5% with the split (docs/localisation.md).
     mrope_interleaved: bool = True
-    # Share of the patch-embedding filters made zero-mean at init (0: none, 1: all). A zero-mean filter
-    # embeds flat regions to zero and sees only structure and edges. All of them helped read the 12x10
-    # tag of benchmark v3 and find the plate of v4, but kept the base from learning the background's
-    # and the shapes' colours within budget; a share keeps a path for the mean colour
+    # Share of the patch-embedding filters made zero-mean at init (0: none, 1: all), keeping
+    # `patch_filter_mean` of their mean. A zero-mean filter embeds flat regions to zero and sees only
+    # structure and edges: all of them made the plate of v4 findable from scratch but kept the base from
+    # learning the background's colour; a small kept mean leaves flat colour a weak path
     # (docs/localisation.md).
     center_patch_filters: float = 0.0
+    patch_filter_mean: float = 0.0
     bpe_vocab: int = 1024
     merge_size: int = 2  # patches merged per side into one LLM token, as in Qwen2.5-VL
     # The paper's evaluation budget caps the full image at 2048*28*28 px; the floor is lowered from
@@ -182,24 +183,26 @@ def build_model(config: TinyConfig, tokenizer: PreTrainedTokenizerFast) -> Qwen2
     torch.manual_seed(config.seed)
     model = Qwen2_5_VLForConditionalGeneration(model_config)
     if config.center_patch_filters:
-        center_patch_filters(model, float(config.center_patch_filters))
+        center_patch_filters(model, float(config.center_patch_filters), config.patch_filter_mean)
     model.generation_config.eos_token_id = ids["<|im_end|>"]
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
     return model.eval()
 
 
-def center_patch_filters(model: Qwen2_5_VLForConditionalGeneration, share: float = 1.0) -> None:
-    """Make the first ``share`` of the patch-embedding filters zero-mean over their 14x14 window,
-    per colour channel.
+def center_patch_filters(
+    model: Qwen2_5_VLForConditionalGeneration, share: float = 1.0, keep_mean: float = 0.0
+) -> None:
+    """Remove all but ``keep_mean`` of the mean over its 14x14 window, per colour channel, from the
+    first ``share`` of the patch-embedding filters.
 
-    Flat regions then embed to zero in those channels, and a patch's embedding there is carried by
-    its structure (edges, fine patterns) rather than by its average colour, which random filters let
-    dominate; the other filters keep seeing the colour.
+    Flat regions then embed to (nearly) zero in those channels, and a patch's embedding there is
+    carried by its structure (edges, fine patterns) rather than by its average colour, which random
+    filters let dominate; the other filters keep seeing the colour at full strength.
     """
     with torch.no_grad():
         weight = model.model.visual.patch_embed.proj.weight  # (hidden, 3, temporal, 14, 14)
         count = round(weight.shape[0] * share)
-        weight[:count] -= weight[:count].mean(dim=(-2, -1), keepdim=True)
+        weight[:count] -= (1 - keep_mean) * weight[:count].mean(dim=(-2, -1), keepdim=True)
 
 
 def build_tiny(output_dir: str | Path, config: TinyConfig | None = None) -> Path:

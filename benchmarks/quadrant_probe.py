@@ -48,7 +48,11 @@ def main() -> None:
     p.add_argument("--init", default="", help="checkpoint to start from (default: a random-init tiny model)")
     p.add_argument("--mrope", choices=["interleaved", "split"], default="interleaved", help="random init only")
     p.add_argument(
-        "--center-filters", type=float, nargs="?", const=1.0, default=0.0,
+        "--center-filters",
+        type=float,
+        nargs="?",
+        const=1.0,
+        default=0.0,
         help="random init only: share of the patch filters made zero-mean (no value: all)",
     )
     p.add_argument("--filter-mean", type=float, default=0.0, help="random init only: share of their mean kept")

@@ -163,3 +163,19 @@ def test_batches_pad_on_the_left_whatever_the_processor_config_says(tmp_path, mo
     assert [r.answer for r in engine.answer_batch(requests, "full")] == single and all(single)
     backend.tokenizer.padding_side = "right"  # what the batch would have been padded as
     assert [r.answer for r in engine.answer_batch(requests, "full")] != single
+
+
+@pytest.mark.parametrize(("share", "keep"), [(1.0, 0.0), (1.0, 0.3), (0.5, 0.0)])
+def test_patch_filter_init_removes_the_filters_mean_as_configured(share, keep):
+    from awares.models.tiny import build_model, build_processor
+
+    config = TinyConfig(vision_layers=1, text_layers=1)
+    plain = build_model(config, build_processor(config).tokenizer).model.visual.patch_embed.proj.weight
+    config = TinyConfig(vision_layers=1, text_layers=1, center_patch_filters=share, patch_filter_mean=keep)
+    shaped = build_model(config, build_processor(config).tokenizer).model.visual.patch_embed.proj.weight
+    count = round(plain.shape[0] * share)
+    mean = plain.mean(dim=(-2, -1), keepdim=True)
+    assert torch.allclose(shaped[:count].mean(dim=(-2, -1), keepdim=True), keep * mean[:count], atol=1e-6)
+    structure = shaped[:count] - shaped[:count].mean(dim=(-2, -1), keepdim=True)
+    assert torch.allclose(structure, plain[:count] - mean[:count], atol=1e-6)
+    assert torch.equal(shaped[count:], plain[count:])  # the other filters keep seeing flat colour

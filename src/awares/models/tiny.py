@@ -189,9 +189,7 @@ def build_model(config: TinyConfig, tokenizer: PreTrainedTokenizerFast) -> Qwen2
     return model.eval()
 
 
-def center_patch_filters(
-    model: Qwen2_5_VLForConditionalGeneration, share: float = 1.0, keep_mean: float = 0.0
-) -> None:
+def center_patch_filters(model: Qwen2_5_VLForConditionalGeneration, share: float = 1.0, keep_mean: float = 0.0) -> None:
     """Remove all but ``keep_mean`` of the mean over its 14x14 window, per colour channel, from the
     first ``share`` of the patch-embedding filters.
 

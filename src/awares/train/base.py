@@ -147,7 +147,8 @@ class ViewDataset(Dataset):
         record, c = self.records[index], self.config
         if self.progress < c.task_warmup and self.detail:
             record = self.detail[index % len(self.detail)]
-        if record.kind == "detail" and record.evidence and self.progress >= c.read_warmup and self.rng.random() < c.ground:
+        grounded = record.kind == "detail" and record.evidence and self.progress >= c.read_warmup
+        if grounded and self.rng.random() < c.ground:
             image, question, answer = self.grounding(record)
         else:
             image, question, answer = self.view(record), record.question, record.answers[0]

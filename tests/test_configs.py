@@ -76,6 +76,21 @@ def test_a_bad_config_file_is_a_clear_error_with_exit_status_2(tmp_path, capsys)
     assert "cannot read config" in capsys.readouterr().err
 
 
+ABLATIONS = {
+    "grpo-area-cost-0.5.toml": GRPOConfig,
+    "grounding.toml": PipelineConfig,
+    "grounding-plain-init.toml": BaseTrainConfig,
+}
+
+
 @pytest.mark.parametrize("path", sorted((ROOT / "configs" / "ablations").glob("*.toml")), ids=lambda p: p.name)
 def test_ablation_configs_load(path):
-    assert GRPOConfig.from_toml(path).on_malformed == "answer"
+    config = ABLATIONS[path.name].from_toml(path)  # every ablation is listed here
+    if isinstance(config, GRPOConfig):
+        assert config.on_malformed == "answer" and config.area_cost == 0.5
+    elif isinstance(config, PipelineConfig):
+        base = config.stage("base", BaseTrainConfig, output_dir="runs/x")
+        assert base.ground == 0.5 and TinyConfig(**base.model).patch_filter_mean == 0.3
+        config.stage("sft", SFTConfig), config.stage("grpo", GRPOConfig)
+    else:
+        assert config.ground == 0.3 and config.model == {}

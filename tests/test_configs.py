@@ -91,6 +91,7 @@ def test_ablation_configs_load(path):
     elif isinstance(config, PipelineConfig):
         base = config.stage("base", BaseTrainConfig, output_dir="runs/x")
         assert base.ground == 0.5 and TinyConfig(**base.model).patch_filter_mean == 0.3
-        config.stage("sft", SFTConfig), config.stage("grpo", GRPOConfig)
+        config.stage("sft", SFTConfig)
+        config.stage("grpo", GRPOConfig)
     else:
         assert config.ground == 0.3 and config.model == {}

@@ -79,6 +79,7 @@ def test_a_bad_config_file_is_a_clear_error_with_exit_status_2(tmp_path, capsys)
 ABLATIONS = {
     "grpo-area-cost-0.5.toml": GRPOConfig,
     "grounding.toml": PipelineConfig,
+    "grounding-warmup.toml": PipelineConfig,
     "grounding-plain-init.toml": BaseTrainConfig,
 }
 
@@ -91,6 +92,7 @@ def test_ablation_configs_load(path):
     elif isinstance(config, PipelineConfig):
         base = config.stage("base", BaseTrainConfig, output_dir="runs/x")
         assert base.ground == 0.5 and TinyConfig(**base.model).patch_filter_mean == 0.3
+        assert base.ground_steps in (0, 800)
         config.stage("sft", SFTConfig)
         config.stage("grpo", GRPOConfig)
     else:

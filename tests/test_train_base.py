@@ -6,7 +6,7 @@ from awares.crops import Box, boxes_to_crops, low_res_view
 from awares.data import generate
 from awares.models import load_processor
 from awares.protocol import turn1_messages
-from awares.train.base import GROUND_QUESTION, BaseTrainConfig, ViewDataset, train_base, zoom_box
+from awares.train.base import GROUND_QUESTION, BaseTrainConfig, GroundingDataset, ViewDataset, train_base, zoom_box
 from awares.train.collate import IGNORE_INDEX, ChatCollator, assistant_spans
 
 from .conftest import scene
@@ -108,6 +108,19 @@ def test_grounding_asks_which_crop_holds_the_plate_on_the_half_resolution_view(t
     assert dataset[0][0]["content"][1]["text"] == record.question
 
 
+def test_grounding_warm_up_asks_only_the_grounding_question_about_detail_records(tmp_path):
+    from awares.data import Record
+
+    sample, record = _detail_record(tmp_path)
+    other = Record("g", record.image, "How many shapes?", ["1"], [(0, 0, 56, 56)], "global")
+    dataset = GroundingDataset([other, record, other], BaseTrainConfig())
+    assert len(dataset) == 1
+    (user, answer) = dataset[0]
+    assert user["content"][1]["text"] == GROUND_QUESTION
+    assert user["content"][0]["image"].tobytes() == low_res_view(sample.image).tobytes()
+    assert answer["content"][0]["text"] == sample.meta["target"]
+
+
 def test_zoom_box_stays_on_the_grid_and_inside_the_image():
     assert zoom_box([Box(500, 10, 512, 20)], 560, 336, margin_cells=2).as_tuple() == (420, 0, 560, 84)
     assert zoom_box([Box(0, 0, 12, 10)], 280, 280, margin_cells=1).as_tuple() == (0, 0, 56, 56)
@@ -135,3 +148,31 @@ def test_train_base_runs_saves_and_resumes(tmp_path):
     log = json.loads((final / "train_log.json").read_text())
     assert log["resumed_from"] == "checkpoint-2"
     assert [e["step"] for e in log["log_history"] if "loss" in e] == [1, 2, 3]
+
+
+def test_grounding_warm_up_runs_first_with_a_constant_rate_and_the_main_run_starts_from_it(tmp_path):
+    config = BaseTrainConfig(
+        output_dir=str(tmp_path / "run"),
+        train_samples=8,
+        detail_fraction=1.0,
+        max_steps=2,
+        ground_steps=3,
+        warmup_steps=1,
+        ground_learning_rate=2e-4,
+        batch_size=2,
+        logging_steps=1,
+        model={"max_pixels": 128 * 28 * 28, "text_layers": 1, "vision_layers": 1},
+    )
+    final = train_base(config)
+    warm_up = tmp_path / "run" / "ground" / "final"
+    log = json.loads((warm_up / "train_log.json").read_text())
+    rates = [e["learning_rate"] for e in log["log_history"] if "loss" in e]
+    assert rates[0] < 2e-4 and rates[1:] == [2e-4, 2e-4]  # constant after the one warm-up step
+    main = json.loads((final / "train_log.json").read_text())
+    assert [e["step"] for e in main["log_history"] if "loss" in e] == [1, 2]
+    assert (final / "model.safetensors").read_bytes() != (warm_up / "model.safetensors").read_bytes()
+    stamp = (warm_up / "model.safetensors").stat().st_mtime_ns
+    config.max_steps = 3
+    train_base(config)  # resumes the main run; the finished warm-up is not run again
+    assert (warm_up / "model.safetensors").stat().st_mtime_ns == stamp
+    assert json.loads((final / "train_log.json").read_text())["resumed_from"] == "checkpoint-2"

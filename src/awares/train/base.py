@@ -3,8 +3,9 @@
 A plain VLM, no tools: it learns to answer questions from whatever view it is shown, so that on the
 synthetic benchmark it reads plate codes at full resolution and cannot at half resolution. With
 ``ground`` > 0 it is also taught to *ground*: asked which crop holds the plate on the half-resolution
-view, to answer the crop id of the plate's cheapest cover (what the oracle mapping gives). Off in the
-shipped recipe: two bases trained so answered at chance (docs/localisation.md).
+view, to answer the crop id of the plate's cheapest cover (what the oracle mapping gives); with
+``ground_steps`` > 0 a grounding-only run comes first, at a constant learning rate. Off in the shipped
+recipe: the bases trained so are in docs/localisation.md.
 """
 
 from __future__ import annotations
@@ -66,6 +67,10 @@ class BaseTrainConfig(TomlConfig):
     # From `read_warmup` on, this share of the detail questions is replaced by the grounding question
     # on the 0.5x view, answered with the crop ids of the evidence's cheapest cover.
     ground: float = 0.0
+    # Before all of the above: this many grounding-only steps at a constant `ground_learning_rate`
+    # (after `warmup_steps`), saved to `output_dir/ground/final`, where the main run starts from.
+    ground_steps: int = 0
+    ground_learning_rate: float = 5e-4
     logging_steps: int = 25
     save_steps: int = 500
     threads: int = 0  # torch threads; 0 keeps torch's default
@@ -149,11 +154,24 @@ class ViewDataset(Dataset):
             record = self.detail[index % len(self.detail)]
         grounded = record.kind == "detail" and record.evidence and self.progress >= c.read_warmup
         if grounded and self.rng.random() < c.ground:
-            image, question, answer = self.grounding(record)
-        else:
-            image, question, answer = self.view(record), record.question, record.answers[0]
-        messages = turn1_messages(image, question, system_prompt=None)
-        return [*messages, {"role": "assistant", "content": [{"type": "text", "text": answer}]}]
+            return conversation(*self.grounding(record))
+        return conversation(self.view(record), record.question, record.answers[0])
+
+
+class GroundingDataset(ViewDataset):
+    """The grounding question alone, on the detail records: the warm-up run before the base's curriculum."""
+
+    def __len__(self) -> int:
+        return len(self.detail)
+
+    def __getitem__(self, index: int) -> list[Message]:
+        return conversation(*self.grounding(self.detail[index]))
+
+
+def conversation(image: Any, question: str, answer: str) -> list[Message]:
+    """A single-turn training conversation without a system prompt."""
+    messages = turn1_messages(image, question, system_prompt=None)
+    return [*messages, {"role": "assistant", "content": [{"type": "text", "text": answer}]}]
 
 
 class CurriculumCallback(TrainerCallback):
@@ -167,7 +185,8 @@ class CurriculumCallback(TrainerCallback):
 
 
 def train_base(config: BaseTrainConfig) -> Path:
-    """Build the tiny model, train it on the synthetic train split, save it to ``output_dir/final``."""
+    """Build the tiny model, train it on the synthetic train split, save it to ``output_dir/final``
+    (after the grounding-only run to ``output_dir/ground/final`` when ``ground_steps`` > 0)."""
     set_seed(config.seed)
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -175,13 +194,27 @@ def train_base(config: BaseTrainConfig) -> Path:
     init_dir = out / "init"
     if not (init_dir / "config.json").is_file():
         build_tiny(init_dir, TinyConfig(**{"extra_corpus": [*corpus(), GROUND_QUESTION], **config.model}))
-    processor = load_processor(init_dir)
-    model = AutoModelForImageTextToText.from_pretrained(init_dir, dtype=torch.float32)
     records, errors = read_jsonl(synthetic_dir("train", config.train_samples, out / "data", config.detail_fraction))
     if errors:
         raise ValueError(f"{len(errors)} bad rows in the generated training data: {errors[:3]}")
-    args = training_arguments(out, config, max_steps=config.max_steps, warmup_steps=config.warmup_steps)
-    dataset = ViewDataset(records, config)
+    start = init_dir
+    if config.ground_steps:
+        start = out / "ground" / "final"
+        if not (start / "config.json").is_file():  # a finished warm-up is not run again on resume
+            grounding = GroundingDataset(records, config)
+            schedule = {"learning_rate": config.ground_learning_rate, "lr_scheduler_type": "constant_with_warmup"}
+            run_trainer(config, out / "ground", init_dir, grounding, config.ground_steps, **schedule)
+    return run_trainer(config, out, start, ViewDataset(records, config), config.max_steps)
+
+
+def run_trainer(
+    config: BaseTrainConfig, out: Path, start: Path, dataset: ViewDataset, max_steps: int, **schedule: Any
+) -> Path:
+    """Train the checkpoint ``start`` on ``dataset`` for ``max_steps`` (resuming from ``out``'s last
+    checkpoint), save it with the processor and its training log to ``out/final``."""
+    processor = load_processor(start)
+    model = AutoModelForImageTextToText.from_pretrained(start, dtype=torch.float32)
+    args = training_arguments(out, config, max_steps=max_steps, warmup_steps=config.warmup_steps, **schedule)
     trainer = Trainer(
         model=model,
         args=args,
@@ -191,7 +224,7 @@ def train_base(config: BaseTrainConfig) -> Path:
     )
     resumed_from = last_checkpoint(out)
     # The first batch is drawn before any step begins: place the curriculum where training starts.
-    dataset.progress = int(resumed_from.name.split("-")[1]) / config.max_steps if resumed_from else 0.0
+    dataset.progress = int(resumed_from.name.split("-")[1]) / max_steps if resumed_from else 0.0
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(resumed_from) if resumed_from else None)
     final = out / "final"

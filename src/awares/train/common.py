@@ -136,24 +136,25 @@ def rank_digests(accelerator: Any, model: Any) -> list[str]:
 
 def training_arguments(out: Path, config: Any, **overrides: Any) -> TrainingArguments:
     """Trainer arguments from a config with batch_size, learning_rate, weight_decay, logging_steps,
-    save_steps and seed: cosine schedule, checkpoints under ``out/checkpoints`` (the last two kept).
+    save_steps and seed: cosine schedule, checkpoints under ``out/checkpoints`` (the last two kept);
+    ``overrides`` replace any of them.
     ``batch_size`` is per optimizer step over all processes (each takes its share)."""
-    return TrainingArguments(
-        output_dir=str(out / "checkpoints"),
-        per_device_train_batch_size=per_process(config.batch_size, "batch_size"),
-        learning_rate=config.learning_rate,
-        lr_scheduler_type="cosine",
-        weight_decay=config.weight_decay,
-        logging_steps=config.logging_steps,
-        save_steps=config.save_steps,
-        save_total_limit=2,
-        remove_unused_columns=False,
-        dataloader_num_workers=0,
-        report_to="none",
-        seed=config.seed,
-        use_cpu=not torch.cuda.is_available(),
-        **overrides,
-    )
+    arguments: dict[str, Any] = {
+        "output_dir": str(out / "checkpoints"),
+        "per_device_train_batch_size": per_process(config.batch_size, "batch_size"),
+        "learning_rate": config.learning_rate,
+        "lr_scheduler_type": "cosine",
+        "weight_decay": config.weight_decay,
+        "logging_steps": config.logging_steps,
+        "save_steps": config.save_steps,
+        "save_total_limit": 2,
+        "remove_unused_columns": False,
+        "dataloader_num_workers": 0,
+        "report_to": "none",
+        "seed": config.seed,
+        "use_cpu": not torch.cuda.is_available(),
+    }
+    return TrainingArguments(**{**arguments, **overrides})
 
 
 def last_checkpoint(out: Path) -> Path | None:

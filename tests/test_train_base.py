@@ -127,16 +127,15 @@ def test_zoom_box_stays_on_the_grid_and_inside_the_image():
     assert zoom_box([Box(14, 28, 26, 38)], 280, 280, margin_cells=0).as_tuple() == (0, 28, 28, 56)  # one token
 
 
+def _small_run(tmp_path, **overrides) -> BaseTrainConfig:
+    """A two-step base run of a one-layer model on 8 samples, logging every step."""
+    model = {"max_pixels": 128 * 28 * 28, "text_layers": 1, "vision_layers": 1}
+    settings = {"train_samples": 8, "max_steps": 2, "batch_size": 2, "logging_steps": 1, "model": model}
+    return BaseTrainConfig(output_dir=str(tmp_path / "run"), **{**settings, **overrides})
+
+
 def test_train_base_runs_saves_and_resumes(tmp_path):
-    config = BaseTrainConfig(
-        output_dir=str(tmp_path / "run"),
-        train_samples=8,
-        max_steps=2,
-        batch_size=2,
-        save_steps=2,
-        logging_steps=1,
-        model={"max_pixels": 128 * 28 * 28, "text_layers": 1, "vision_layers": 1},
-    )
+    config = _small_run(tmp_path, save_steps=2)
     final = train_base(config)
     assert (final / "model.safetensors").is_file() and (final / "preprocessor_config.json").is_file()
     log = json.loads((final / "train_log.json").read_text())
@@ -151,18 +150,7 @@ def test_train_base_runs_saves_and_resumes(tmp_path):
 
 
 def test_grounding_warm_up_runs_first_with_a_constant_rate_and_the_main_run_starts_from_it(tmp_path):
-    config = BaseTrainConfig(
-        output_dir=str(tmp_path / "run"),
-        train_samples=8,
-        detail_fraction=1.0,
-        max_steps=2,
-        ground_steps=3,
-        warmup_steps=1,
-        ground_learning_rate=2e-4,
-        batch_size=2,
-        logging_steps=1,
-        model={"max_pixels": 128 * 28 * 28, "text_layers": 1, "vision_layers": 1},
-    )
+    config = _small_run(tmp_path, detail_fraction=1.0, ground_steps=3, warmup_steps=1, ground_learning_rate=2e-4)
     final = train_base(config)
     warm_up = tmp_path / "run" / "ground" / "final"
     log = json.loads((warm_up / "train_log.json").read_text())

@@ -4,8 +4,9 @@ A plain VLM, no tools: it learns to answer questions from whatever view it is sh
 synthetic benchmark it reads plate codes at full resolution and cannot at half resolution. With
 ``ground`` > 0 it is also taught to *ground*: asked which crop holds the plate on the half-resolution
 view, to answer the crop id of the plate's cheapest cover (what the oracle mapping gives); with
-``ground_steps`` > 0 a grounding-only run comes first, at a constant learning rate. Off in the shipped
-recipe: the bases trained so are in docs/localisation.md.
+``ground_steps`` > 0 a grounding-only run comes first, at a constant learning rate. With ``init`` a
+trained base is taught further (e.g. to ground, its own tasks mixed in) instead of a fresh model.
+Off in the shipped recipe: the bases trained so are in docs/localisation.md.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from ..crops import Box, boxes_to_crops, extract_crops, low_res_view
 from ..data import Record, read_jsonl
 from ..data.sources import synthetic_dir
 from ..data.synthetic import corpus
+from ..errors import ConfigError
 from ..images import load_image
 from ..models import TinyConfig, build_tiny, load_processor
 from ..models.processor import save_processor
@@ -37,11 +39,13 @@ class BaseTrainConfig(TomlConfig):
     """Everything the base-model run needs; loadable from a TOML file. Defaults: `configs/base.toml`."""
 
     output_dir: str = "runs/base"
+    init: str = ""  # a trained base (with its processor) to train further; "" builds a fresh tiny model
     train_samples: int = 6000
     detail_fraction: float = 0.5
     max_steps: int = 2400
     batch_size: int = 8
     learning_rate: float = 1e-3
+    lr_scheduler: str = "cosine"  # a transformers scheduler type, e.g. "constant_with_warmup"
     warmup_steps: int = 50
     weight_decay: float = 0.01
     seed: int = 0
@@ -191,8 +195,10 @@ def train_base(config: BaseTrainConfig) -> Path:
     if config.threads:
         torch.set_num_threads(config.threads)
     out = Path(config.output_dir)
-    init_dir = out / "init"
-    if not (init_dir / "config.json").is_file():
+    init_dir = Path(config.init) if config.init else out / "init"
+    if config.init and not (init_dir / "config.json").is_file():
+        raise ConfigError(f"init = {config.init!r}: no checkpoint there (config.json missing)")
+    if not config.init and not (init_dir / "config.json").is_file():
         build_tiny(init_dir, TinyConfig(**{"extra_corpus": [*corpus(), GROUND_QUESTION], **config.model}))
     records, errors = read_jsonl(synthetic_dir("train", config.train_samples, out / "data", config.detail_fraction))
     if errors:
@@ -204,7 +210,8 @@ def train_base(config: BaseTrainConfig) -> Path:
             grounding = GroundingDataset(records, config)
             schedule = {"learning_rate": config.ground_learning_rate, "lr_scheduler_type": "constant_with_warmup"}
             run_trainer(config, out / "ground", init_dir, grounding, config.ground_steps, **schedule)
-    return run_trainer(config, out, start, ViewDataset(records, config), config.max_steps)
+    schedule = {"lr_scheduler_type": config.lr_scheduler}
+    return run_trainer(config, out, start, ViewDataset(records, config), config.max_steps, **schedule)
 
 
 def run_trainer(

@@ -129,6 +129,7 @@ def test_class_balance_and_unsolvable_flag(tmp_path):
             f.write(json.dumps(row | ({"crops": ["0"], "coverage": 1.0} if tag != "direct" else {})) + "\n")
     summary = finalize(tmp_path, CurateConfig(out_dir=str(tmp_path)))
     assert summary["trajectories"] == {"direct": 6, "crop": 2} and summary["labels"]["unsolvable"] == 1
+    assert summary["crop_ids"] == {"0": 2} and summary["coverage"]["1.0"] == 2  # the kept calls only
     summary = finalize(tmp_path, CurateConfig(out_dir=str(tmp_path), direct_ratio=1.5, keep_unsolvable=True))
     assert summary["trajectories"] == {"direct": 5, "crop": 2, "unsolvable": 1}  # ceil(1.5 * 3) direct
     assert summary["coverage"] == {"1.0": 3, "0.9-1": 0, "0.5-0.9": 0, "<0.5": 0}

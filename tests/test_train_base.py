@@ -1,9 +1,11 @@
 import json
 
+import pytest
 from PIL import Image
 
 from awares.crops import Box, boxes_to_crops, low_res_view
 from awares.data import generate
+from awares.errors import ConfigError
 from awares.models import load_processor
 from awares.protocol import turn1_messages
 from awares.train.base import GROUND_QUESTION, BaseTrainConfig, GroundingDataset, ViewDataset, train_base, zoom_box
@@ -164,3 +166,25 @@ def test_grounding_warm_up_runs_first_with_a_constant_rate_and_the_main_run_star
     train_base(config)  # resumes the main run; the finished warm-up is not run again
     assert (warm_up / "model.safetensors").stat().st_mtime_ns == stamp
     assert json.loads((final / "train_log.json").read_text())["resumed_from"] == "checkpoint-2"
+
+
+def test_init_trains_a_trained_base_further_with_the_configured_schedule(tmp_path):
+    first = train_base(_small_run(tmp_path / "a"))
+    config = _small_run(tmp_path / "b", init=str(first), lr_scheduler="constant_with_warmup", warmup_steps=0)
+    final = train_base(config)
+    assert not (tmp_path / "b" / "run" / "init").exists()  # no fresh model is built
+    log = json.loads((final / "train_log.json").read_text())
+    assert [e["learning_rate"] for e in log["log_history"] if "loss" in e] == [config.learning_rate] * 2
+    assert load_processor(final).tokenizer.get_vocab() == load_processor(first).tokenizer.get_vocab()
+    assert (final / "model.safetensors").read_bytes() != (first / "model.safetensors").read_bytes()
+
+
+def test_init_that_is_not_a_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="no checkpoint there"):
+        train_base(_small_run(tmp_path, init=str(tmp_path / "missing")))
+
+
+def test_an_unknown_lr_scheduler_fails_at_load(tmp_path):
+    (tmp_path / "base.toml").write_text('lr_scheduler = "constnat"\n')
+    with pytest.raises(ConfigError, match="lr_scheduler must be one of"):
+        BaseTrainConfig.from_toml(tmp_path / "base.toml")

@@ -193,8 +193,10 @@ def histogram(values: list[float]) -> dict[str, int]:
 
 
 def summarize(results: list[dict[str, Any]], kept: list[dict[str, Any]], failed: list[dict[str, Any]]) -> dict:
-    """Counts per label, label by question kind, crops, coverage; errors by stage."""
-    called = [r for r in results if r.get("crops")]
+    """Counts per label, label by question kind; the kept calls' crops and coverage (what training
+    sees); how much of the dataset's evidence the oracle's crops hold, over every row it boxed;
+    errors by stage."""
+    called = [r for r in kept if r.get("crops")]
 
     confusion: dict[str, Counter] = {}
     for r in results:
@@ -207,7 +209,7 @@ def summarize(results: list[dict[str, Any]], kept: list[dict[str, Any]], failed:
         "crop_ids": dict(sorted(Counter(c for r in called for c in r["crops"]).items())),
         "crops_per_call": dict(sorted(Counter(len(r["crops"]) for r in called).items())),
         "coverage": histogram([r["coverage"] for r in called]),
-        "evidence_coverage": histogram([r["evidence_coverage"] for r in called if "evidence_coverage" in r]),
+        "evidence_coverage": histogram([r["evidence_coverage"] for r in results if "evidence_coverage" in r]),
         "errors": len(failed),
         "errors_by_stage": dict(Counter(e.get("stage", "unknown") for e in failed)),
     }

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 from torch.utils.data import Dataset
-from transformers import AutoModelForImageTextToText, Trainer, TrainerCallback, set_seed
+from transformers import AutoModelForImageTextToText, SchedulerType, Trainer, TrainerCallback, set_seed
 
 from ..crops import Box, boxes_to_crops, extract_crops, low_res_view
 from ..data import Record, read_jsonl
@@ -79,6 +79,11 @@ class BaseTrainConfig(TomlConfig):
     save_steps: int = 500
     threads: int = 0  # torch threads; 0 keeps torch's default
     model: dict[str, Any] = field(default_factory=dict)  # TinyConfig overrides
+
+    def __post_init__(self) -> None:
+        schedulers = [s.value for s in SchedulerType]
+        if self.lr_scheduler not in schedulers:
+            raise ValueError(f"lr_scheduler must be one of {', '.join(schedulers)}, not {self.lr_scheduler!r}")
 
 
 def zoom_box(boxes: list[Box], width: int, height: int, margin_cells: int, cell: int = 28) -> Box:

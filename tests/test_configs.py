@@ -20,6 +20,8 @@ def test_pipeline_configs_and_the_stage_configs_they_name_load(pipeline, monkeyp
     config = PipelineConfig.from_toml(pipeline)
     base = config.stage("base", BaseTrainConfig)
     TinyConfig(**base.model)
+    if config.ground:
+        assert config.stage("ground", BaseTrainConfig, init="runs/x").lr_scheduler == "constant_with_warmup"
     config.stage("sft", SFTConfig)
     grpo = config.stage("grpo", GRPOConfig)
     assert grpo.on_malformed == "answer"  # a broken call must not fetch the whole image for free
@@ -81,6 +83,7 @@ ABLATIONS = {
     "grounding.toml": PipelineConfig,
     "grounding-warmup.toml": PipelineConfig,
     "grounding-warmup-long.toml": PipelineConfig,
+    "grounding-after.toml": PipelineConfig,
     "grounding-plain-init.toml": BaseTrainConfig,
 }
 
@@ -92,8 +95,11 @@ def test_ablation_configs_load(path):
         assert config.on_malformed == "answer" and config.area_cost == 0.5
     elif isinstance(config, PipelineConfig):
         base = config.stage("base", BaseTrainConfig, output_dir="runs/x")
-        assert base.ground in (0.3, 0.5) and TinyConfig(**base.model).patch_filter_mean == 0.3
-        assert base.ground_steps in (0, 2000)
+        if base.init:  # a trained base taught to ground: configs/ground.toml is the same run
+            assert base == BaseTrainConfig.load(ROOT / "configs/ground.toml", init=base.init, output_dir="runs/x")
+        else:
+            assert base.ground in (0.3, 0.5) and TinyConfig(**base.model).patch_filter_mean == 0.3
+            assert base.ground_steps in (0, 2000)
         config.stage("sft", SFTConfig)
         config.stage("grpo", GRPOConfig)
     else:

@@ -8,12 +8,16 @@ def write_configs(tmp_path):
         "train_samples = 8\nmax_steps = 2\nbatch_size = 2\nsave_steps = 2\nlogging_steps = 1\n"
         "[model]\nmax_pixels = 100352\ntext_layers = 1\nvision_layers = 1\n"
     )
+    (tmp_path / "ground.toml").write_text(
+        "train_samples = 8\nmax_steps = 1\nbatch_size = 2\nlogging_steps = 1\nground = 1.0\nread_warmup = 0\n"
+    )
     (tmp_path / "sft.toml").write_text("max_steps = 2\nbatch_size = 2\nsave_steps = 100\n")
     (tmp_path / "grpo.toml").write_text("max_steps = 1\nprompts_per_step = 2\ngroup_size = 2\nmax_new_tokens = 6\n")
     config = tmp_path / "pipeline.toml"
     config.write_text(
         f'out_dir = "{tmp_path / "run"}"\nbase = "{tmp_path / "base.toml"}"\nsft = "{tmp_path / "sft.toml"}"\n'
-        f'grpo = "{tmp_path / "grpo.toml"}"\ncurate_data = "synthetic:train:6"\neval_data = "synthetic:test:4"\n'
+        f'grpo = "{tmp_path / "grpo.toml"}"\nground = "{tmp_path / "ground.toml"}"\n'
+        'curate_data = "synthetic:train:6"\neval_data = "synthetic:test:4"\n'
         "max_new_tokens = 4\nkeep_unsolvable = true\n"  # a 2-step base model answers nothing right
     )
     return config
@@ -24,18 +28,27 @@ def test_pipeline_runs_every_stage_then_skips_what_is_done(tmp_path, monkeypatch
     config = write_configs(tmp_path)
     assert main(["pipeline", str(config)]) == 0
     run = tmp_path / "run"
-    for stage in ("base", "sft", "grpo"):
+    for stage in ("base", "ground", "sft", "grpo"):
         assert (run / stage / "final" / "train_log.json").is_file()
+    ground = json.loads((run / "ground" / "final" / "train_log.json").read_text())["config"]
+    assert ground["init"] == str(run / "base" / "final") and ground["max_steps"] == 1
+    sft = json.loads((run / "sft" / "final" / "train_log.json").read_text())["config"]
+    assert sft["model"] == str(run / "ground" / "final")  # every later stage starts from the grounded base
     assert (run / "curate" / "trajectories.jsonl").is_file()
     summary = json.loads((run / "eval" / "summary.json").read_text())
     assert list(summary) == ["full", "low", "awares", "sft", "oracle"] and summary["full"]["all"]["n"] == 4
     first = capsys.readouterr().out
-    assert "base: training" in first and "grpo: training" in first
+    assert "base: training" in first and "ground: training" in first and "grpo: training" in first
     stamps = {s: (run / s / "final" / "model.safetensors").stat().st_mtime_ns for s in ("base", "sft", "grpo")}
 
     (run / "grpo" / "final" / "train_log.json").unlink()  # as if GRPO had been interrupted before saving
     assert main(["pipeline", str(config)]) == 0
     again = capsys.readouterr().out
-    assert "base: using" in again and "sft: done, skipped" in again and "grpo: training" in again
+    assert (
+        "base: using" in again
+        and "ground: done, skipped" in again
+        and "sft: done, skipped" in again
+        and "grpo: training" in again
+    )
     assert all((run / s / "final" / "model.safetensors").stat().st_mtime_ns == stamps[s] for s in ("base", "sft"))
     assert sum(1 for _ in (run / "eval" / "awares.jsonl").open()) == 4  # evaluation resumed, nothing doubled

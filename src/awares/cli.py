@@ -413,7 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
         stage.add_argument("--output-dir")
         stage.set_defaults(func=func)
 
-    pipe = sub.add_parser("pipeline", help="every stage in order: base, curate, SFT, GRPO, eval (resumable)")
+    pipe = sub.add_parser("pipeline", help="every stage in order: base, ground, curate, SFT, GRPO, eval (resumable)")
     pipe.add_argument("config", nargs="?", help="TOML pipeline config (default: configs/pipeline.toml values)")
     pipe.add_argument("--out", help="output folder (default: the config's out_dir)")
     pipe.add_argument("--base-model", help="a trained base VLM to start from instead of training one")

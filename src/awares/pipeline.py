@@ -1,4 +1,5 @@
-"""`awares pipeline CONFIG`: base VLM -> curation -> SFT -> GRPO -> evaluation, in one resumable run.
+"""`awares pipeline CONFIG`: base VLM (-> grounding) -> curation -> SFT -> GRPO -> evaluation, in one
+resumable run.
 
 Every stage writes under ``out_dir``. A trainer whose ``final/train_log.json`` exists (written last)
 is skipped; an interrupted one resumes from its last checkpoint. Curation and evaluation resume per
@@ -33,6 +34,9 @@ class PipelineConfig(TomlConfig):
     sft: str = "configs/sft.toml"
     grpo: str = "configs/grpo.toml"
     base_model: str = ""  # a checkpoint to start from instead of training the base VLM
+    # A second base run (a base TOML) trained further from the base's final: teaching the base to
+    # ground; its result is the base VLM of every later stage. "" skips it.
+    ground: str = ""
     curate_data: str = "synthetic:train:2000"
     eval_data: str = "synthetic:test"
     keep_unsolvable: bool = False  # curation: keep samples neither view answered
@@ -43,9 +47,9 @@ class PipelineConfig(TomlConfig):
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        unknown = set(self.overrides) - {"base", "sft", "grpo"}
+        unknown = set(self.overrides) - {"base", "ground", "sft", "grpo"}
         if unknown:
-            raise ConfigError(f"overrides name unknown stages {sorted(unknown)}; stages are base, sft, grpo")
+            raise ConfigError(f"overrides name unknown stages {sorted(unknown)}; stages are base, ground, sft, grpo")
 
     def stage(self, name: str, cls: type[TomlConfig], **paths: str) -> Any:
         """Stage ``name``'s config: its TOML, the pipeline's ``paths`` and the stage's overrides."""
@@ -66,6 +70,14 @@ def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = print) -> 
     else:
         say("base: training")
         base = train_base(config.stage("base", BaseTrainConfig, output_dir=str(out / "base")))
+    if config.ground:
+        grounded = out / "ground" / "final"
+        if _trained(grounded):
+            say("ground: done, skipped")
+        else:
+            say("ground: training")
+            train_base(config.stage("ground", BaseTrainConfig, init=str(base), output_dir=str(out / "ground")))
+        base = grounded
 
     runtime = RuntimeConfig(max_new_tokens=config.max_new_tokens, batch_size=config.batch_size)
     base_engine = Engine(HFBackend.load(base), runtime)

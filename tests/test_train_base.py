@@ -188,3 +188,16 @@ def test_an_unknown_lr_scheduler_fails_at_load(tmp_path):
     (tmp_path / "base.toml").write_text('lr_scheduler = "constnat"\n')
     with pytest.raises(ConfigError, match="lr_scheduler must be one of"):
         BaseTrainConfig.from_toml(tmp_path / "base.toml")
+
+
+def test_cli_trains_a_given_base_further_for_the_given_steps(tmp_path, capsys):
+    from awares.cli import main
+
+    first = train_base(_small_run(tmp_path / "a"))
+    (tmp_path / "ground.toml").write_text("train_samples = 8\nbatch_size = 2\nlogging_steps = 1\nmax_steps = 50\n")
+    out = tmp_path / "b"
+    assert main(["train", "base", str(tmp_path / "ground.toml"), "--init", str(first), "--max-steps", "1",
+                 "--output-dir", str(out)]) == 0  # fmt: skip
+    log = json.loads((out / "final" / "train_log.json").read_text())
+    assert log["config"]["init"] == str(first) and log["config"]["max_steps"] == 1
+    assert [e["step"] for e in log["log_history"] if "loss" in e] == [1]

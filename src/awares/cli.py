@@ -140,7 +140,8 @@ def cmd_synth(args: argparse.Namespace) -> None:
 def cmd_train_base(args: argparse.Namespace) -> None:
     from .train.base import BaseTrainConfig, train_base
 
-    print(train_base(BaseTrainConfig.load(args.config, output_dir=args.output_dir)))
+    config = BaseTrainConfig.load(args.config, output_dir=args.output_dir, init=args.init, max_steps=args.max_steps)
+    print(train_base(config))
 
 
 def _records(args: argparse.Namespace, data: str | None = None, out: str | None = None, task: str | None = None):
@@ -398,9 +399,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="training stages")
     stages = train.add_subparsers(dest="stage", required=True)
-    base = stages.add_parser("base", help="train the tiny base VLM from scratch on the synthetic benchmark")
+    base = stages.add_parser("base", help="train the tiny base VLM on the synthetic benchmark")
     base.add_argument("config", nargs="?", help="TOML config (default: built-in defaults)")
     base.add_argument("--output-dir")
+    base.add_argument("--init", help="a trained base to train further (configs/ground.toml); default: from scratch")
+    base.add_argument("--max-steps", type=int, help="stop after this many steps instead of the config's")
     base.set_defaults(func=cmd_train_base)
     for name, func, text in [
         ("sft", cmd_train_sft, "cold-start SFT on curated trajectories (tool-call turn weighted)"),

@@ -95,11 +95,15 @@ def test_ablation_configs_load(path):
         assert config.on_malformed == "answer" and config.area_cost == 0.5
     elif isinstance(config, PipelineConfig):
         base = config.stage("base", BaseTrainConfig, output_dir="runs/x")
-        if base.init:  # a trained base taught to ground: configs/ground.toml is the same run
-            assert base == BaseTrainConfig.load(ROOT / "configs/ground.toml", init=base.init, output_dir="runs/x")
-        else:
-            assert base.ground in (0.3, 0.5) and TinyConfig(**base.model).patch_filter_mean == 0.3
-            assert base.ground_steps in (0, 2000)
+        assert base.ground in (0.3, 0.5) and TinyConfig(**base.model).patch_filter_mean == 0.3
+        assert base.ground_steps in (0, 2000)
+        if config.ground:  # the shipped run: configs/pipeline.toml's stages on v7's base
+            shipped = PipelineConfig.from_toml(ROOT / "configs/pipeline.toml")
+            assert (config.ground, config.sft, config.grpo) == (shipped.ground, shipped.sft, shipped.grpo)
+            assert config.base_model == "runs/pipeline-v7/base/final"
+            v7 = PipelineConfig.from_toml(ROOT / "configs/ablations/grounding.toml")
+            assert v7.out_dir == "runs/pipeline-v7"
+            assert v7.stage("base", BaseTrainConfig) == shipped.stage("base", BaseTrainConfig)  # v7's base is ours
         config.stage("sft", SFTConfig)
         config.stage("grpo", GRPOConfig)
     else:

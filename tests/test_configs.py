@@ -84,6 +84,7 @@ ABLATIONS = {
     "grounding-warmup.toml": PipelineConfig,
     "grounding-warmup-long.toml": PipelineConfig,
     "grounding-after.toml": PipelineConfig,
+    "grounding-after-short.toml": PipelineConfig,
     "grounding-plain-init.toml": BaseTrainConfig,
 }
 

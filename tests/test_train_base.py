@@ -179,9 +179,14 @@ def test_init_trains_a_trained_base_further_with_the_configured_schedule(tmp_pat
     assert (final / "model.safetensors").read_bytes() != (first / "model.safetensors").read_bytes()
 
 
-def test_init_that_is_not_a_checkpoint_is_a_clear_error(tmp_path):
+def test_init_that_is_not_a_checkpoint_is_a_clear_error(tmp_path, capsys):
+    from awares.cli import main
+
     with pytest.raises(ConfigError, match="no checkpoint there"):
         train_base(_small_run(tmp_path, init=str(tmp_path / "missing")))
+    assert main(["train", "base", "--init", str(tmp_path / "missing"), "--output-dir", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "no checkpoint there" in err and "Traceback" not in err
 
 
 def test_an_unknown_lr_scheduler_fails_at_load(tmp_path):

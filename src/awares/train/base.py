@@ -201,9 +201,9 @@ def train_base(config: BaseTrainConfig) -> Path:
         torch.set_num_threads(config.threads)
     out = Path(config.output_dir)
     init_dir = Path(config.init) if config.init else out / "init"
-    if config.init and not (init_dir / "config.json").is_file():
-        raise ConfigError(f"init = {config.init!r}: no checkpoint there (config.json missing)")
-    if not config.init and not (init_dir / "config.json").is_file():
+    if not (init_dir / "config.json").is_file():
+        if config.init:
+            raise ConfigError(f"init = {config.init!r}: no checkpoint there (config.json missing)")
         build_tiny(init_dir, TinyConfig(**{"extra_corpus": [*corpus(), GROUND_QUESTION], **config.model}))
     records, errors = read_jsonl(synthetic_dir("train", config.train_samples, out / "data", config.detail_fraction))
     if errors:

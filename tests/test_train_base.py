@@ -189,6 +189,23 @@ def test_init_that_is_not_a_checkpoint_is_a_clear_error(tmp_path, capsys):
     assert "no checkpoint there" in err and "Traceback" not in err
 
 
+def test_one_data_worker_trains_the_same_weights_as_the_main_process(tmp_path):
+    first = train_base(_small_run(tmp_path / "a"))
+    no_curriculum = {"init": str(first), "read_warmup": 0.0, "curriculum": 0.0, "task_warmup": 0.0, "ground": 0.5}
+    digests = []
+    for workers in (0, 1):  # 6 steps of 2 over 8 samples: the worker's random state runs on into epoch 2
+        config = _small_run(tmp_path / f"w{workers}", max_steps=6, workers=workers, **no_curriculum)
+        log = json.loads((train_base(config) / "train_log.json").read_text())
+        digests.append(log["rank_weight_digests"])
+    assert digests[0] == digests[1]
+
+
+def test_data_workers_with_a_curriculum_fail_at_load(tmp_path):
+    (tmp_path / "base.toml").write_text("workers = 1\nread_warmup = 0.2\n")
+    with pytest.raises(ConfigError, match="workers > 0 needs"):
+        BaseTrainConfig.from_toml(tmp_path / "base.toml")
+
+
 def test_an_unknown_lr_scheduler_fails_at_load(tmp_path):
     (tmp_path / "base.toml").write_text('lr_scheduler = "constnat"\n')
     with pytest.raises(ConfigError, match="lr_scheduler must be one of"):

@@ -78,12 +78,17 @@ class BaseTrainConfig(TomlConfig):
     logging_steps: int = 25
     save_steps: int = 500
     threads: int = 0  # torch threads; 0 keeps torch's default
+    # Data-loading processes beside training (view choice and collation); 0: in the main process. A
+    # worker does not see the curriculum's progress, so only for runs without one (configs/ground.toml).
+    workers: int = 0
     model: dict[str, Any] = field(default_factory=dict)  # TinyConfig overrides
 
     def __post_init__(self) -> None:
         schedulers = [s.value for s in SchedulerType]
         if self.lr_scheduler not in schedulers:
             raise ValueError(f"lr_scheduler must be one of {', '.join(schedulers)}, not {self.lr_scheduler!r}")
+        if self.workers and max(self.read_warmup, self.curriculum, self.task_warmup) > 0:
+            raise ValueError("workers > 0 needs read_warmup = curriculum = task_warmup = 0 (no curriculum)")
 
 
 def zoom_box(boxes: list[Box], width: int, height: int, margin_cells: int, cell: int = 28) -> Box:

@@ -136,8 +136,8 @@ def rank_digests(accelerator: Any, model: Any) -> list[str]:
 
 def training_arguments(out: Path, config: Any, **overrides: Any) -> TrainingArguments:
     """Trainer arguments from a config with batch_size, learning_rate, weight_decay, logging_steps,
-    save_steps and seed: cosine schedule, checkpoints under ``out/checkpoints`` (the last two kept);
-    ``overrides`` replace any of them.
+    save_steps, seed and workers: cosine schedule, checkpoints under ``out/checkpoints`` (the last two
+    kept), ``workers`` persistent data-loading processes; ``overrides`` replace any of them.
     ``batch_size`` is per optimizer step over all processes (each takes its share)."""
     arguments: dict[str, Any] = {
         "output_dir": str(out / "checkpoints"),
@@ -149,7 +149,10 @@ def training_arguments(out: Path, config: Any, **overrides: Any) -> TrainingArgu
         "save_steps": config.save_steps,
         "save_total_limit": 2,
         "remove_unused_columns": False,
-        "dataloader_num_workers": 0,
+        # One persistent worker makes the batches the main process would have made, in the same order
+        # (its copy of the dataset's random state runs on across epochs), while the main process trains.
+        "dataloader_num_workers": config.workers,
+        "dataloader_persistent_workers": config.workers > 0,
         "report_to": "none",
         "seed": config.seed,
         "use_cpu": not torch.cuda.is_available(),

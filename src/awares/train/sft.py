@@ -57,6 +57,7 @@ class SFTConfig(WeightOptions, TomlConfig):
     # the policy call on most global questions.
     crop_weight: float = 0.0
     seed: int = 0
+    workers: int = 0  # data-loading processes beside training (collation included); 0: in the main process
     logging_steps: int = 10
     save_steps: int = 200
 

@@ -17,6 +17,7 @@ import argparse
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 from awares.train.base import BaseTrainConfig, train_base
 from awares.train.sft import SFTConfig, train_sft
@@ -31,7 +32,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--out", default="runs/bench/data_workers")
     args = parser.parse_args()
-    report: dict[str, object] = {"stage": args.stage, "config": args.config, "steps": args.steps}
+    report: dict[str, Any] = {"stage": args.stage, "config": args.config, "steps": args.steps}
     for workers in (0, 1):
         out = Path(args.out) / f"{args.stage}-w{workers}"
         shutil.rmtree(out, ignore_errors=True)  # a fresh run, not a resumed one

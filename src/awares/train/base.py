@@ -79,7 +79,7 @@ class BaseTrainConfig(TomlConfig):
     save_steps: int = 500
     threads: int = 0  # torch threads; 0 keeps torch's default
     # Data-loading processes beside training (view choice and collation); 0: in the main process. A
-    # worker does not see the curriculum's progress, so only for runs without one (configs/ground.toml).
+    # worker does not see the curriculum's progress, so only for runs without one (as configs/ground.toml).
     workers: int = 0
     model: dict[str, Any] = field(default_factory=dict)  # TinyConfig overrides
 

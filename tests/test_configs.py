@@ -1,5 +1,6 @@
 """Every shipped config loads into its dataclass (unknown keys are errors) and names configs that exist."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,7 @@ ABLATIONS = {
     "grounding-after.toml": PipelineConfig,
     "grounding-after-short.toml": PipelineConfig,
     "grounding-plain-init.toml": BaseTrainConfig,
+    "sft-6-epochs.toml": SFTConfig,
 }
 
 
@@ -94,6 +96,9 @@ def test_ablation_configs_load(path):
     config = ABLATIONS[path.name].from_toml(path)  # every ablation is listed here
     if isinstance(config, GRPOConfig):
         assert config.on_malformed == "answer" and config.area_cost == 0.5
+    elif isinstance(config, SFTConfig):  # configs/sft.toml but for the epochs
+        shipped = SFTConfig.from_toml(ROOT / "configs/sft.toml")
+        assert config.epochs == 2 * shipped.epochs and replace(config, epochs=shipped.epochs) == shipped
     elif isinstance(config, PipelineConfig):
         base = config.stage("base", BaseTrainConfig, output_dir="runs/x")
         assert base.ground in (0.3, 0.5) and TinyConfig(**base.model).patch_filter_mean == 0.3

@@ -87,7 +87,7 @@ ABLATIONS = {
     "grounding-after.toml": PipelineConfig,
     "grounding-after-short.toml": PipelineConfig,
     "grounding-plain-init.toml": BaseTrainConfig,
-    "sft-6-epochs.toml": SFTConfig,
+    "sft-3-epochs.toml": SFTConfig,
 }
 
 
@@ -98,7 +98,7 @@ def test_ablation_configs_load(path):
         assert config.on_malformed == "answer" and config.area_cost == 0.5
     elif isinstance(config, SFTConfig):  # configs/sft.toml but for the epochs
         shipped = SFTConfig.from_toml(ROOT / "configs/sft.toml")
-        assert config.epochs == 2 * shipped.epochs and replace(config, epochs=shipped.epochs) == shipped
+        assert 2 * config.epochs == shipped.epochs and replace(config, epochs=shipped.epochs) == shipped
     elif isinstance(config, PipelineConfig):
         base = config.stage("base", BaseTrainConfig, output_dir="runs/x")
         assert base.ground in (0.3, 0.5) and TinyConfig(**base.model).patch_filter_mean == 0.3

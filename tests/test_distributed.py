@@ -41,11 +41,13 @@ def test_sft_and_grpo_on_two_processes_keep_identical_weights_and_the_configured
     assert len(digests) == 2 and digests[0] == digests[1] != digest(tiny_dir)  # trained, and alike
     assert digest(tmp_path / "sft" / "final") == digests[0]  # the saved model is the ranks' model
 
-    # GRPO from the shipped policy, whose sampled rollouts differ in reward (a random model's do not,
-    # and zero advantages would leave the weights alike without any synchronisation).
+    # GRPO from the shipped policy, sampled at 1.5 so that its rollouts differ in reward (a random model's
+    # do not, nor the shipped policy's at temperature 1 on these prompts, and zero advantages would
+    # leave the weights alike without any synchronisation).
     policy = default_model_dir("crops")
     (tmp_path / "grpo.toml").write_text(
         "max_steps = 2\nprompts_per_step = 2\ngroup_size = 4\nmax_new_tokens = 16\nlearning_rate = 1e-3\n"
+        "temperature = 1.5\n"
     )
     launch(tmp_path, "train", "grpo", tmp_path / "grpo.toml", "--data", prompts, "--model", policy,
            "--output-dir", tmp_path / "grpo")  # fmt: skip

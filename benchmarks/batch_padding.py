@@ -22,10 +22,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForImageTextToText
 
-from awares.data import read_jsonl
-from awares.data.sources import synthetic_dir
 from awares.models import load_processor
-from awares.train.base import BaseTrainConfig, ViewDataset
+from awares.train.base import BaseTrainConfig, ViewDataset, training_records
 from awares.train.collate import ChatCollator
 
 
@@ -61,8 +59,7 @@ def main() -> None:
     args = parser.parse_args()
     config = BaseTrainConfig.from_toml(args.config)
     with tempfile.TemporaryDirectory() as tmp:
-        records, _ = read_jsonl(synthetic_dir("train", config.train_samples, Path(tmp), config.detail_fraction))
-        dataset = ViewDataset(records, config)
+        dataset = ViewDataset(training_records(config, Path(tmp)), config)
         dataset.progress = 1.0  # the view mix after any curriculum
         rng = random.Random(args.seed)
         conversations = [dataset[rng.randrange(len(dataset))] for _ in range(args.n)]

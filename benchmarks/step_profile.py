@@ -27,10 +27,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import AutoModelForImageTextToText
 
-from awares.data import read_jsonl
-from awares.data.sources import synthetic_dir
 from awares.models import load_processor
-from awares.train.base import BaseTrainConfig, ViewDataset
+from awares.train.base import BaseTrainConfig, ViewDataset, training_records
 from awares.train.collate import ChatCollator
 
 
@@ -79,8 +77,7 @@ def main() -> None:
     parts = dict.fromkeys(["views", "collate", "vision_forward", "forward", "backward", "optimizer"], 0.0)
     batches = []
     with tempfile.TemporaryDirectory() as tmp:
-        records, _ = read_jsonl(synthetic_dir("train", args.samples, Path(tmp), config.detail_fraction))
-        dataset = ViewDataset(records, config)
+        dataset = ViewDataset(training_records(config, Path(tmp), args.samples), config)
         dataset.progress = 1.0
         for step in range(args.warmup + args.steps):
             timed = step >= args.warmup

@@ -198,6 +198,16 @@ class CurriculumCallback(TrainerCallback):
         self.dataset.progress = state.global_step / max(state.max_steps, 1)
 
 
+def training_records(config: BaseTrainConfig, root: Path, samples: int = 0) -> list[Record]:
+    """The synthetic training split a base run draws from (``samples`` of it, default the config's
+    ``train_samples``), written under ``root``; a bad generated row is an error, not skipped."""
+    path = synthetic_dir("train", samples or config.train_samples, root, config.detail_fraction)
+    records, errors = read_jsonl(path)
+    if errors:
+        raise ValueError(f"{len(errors)} bad rows in the generated training data: {errors[:3]}")
+    return records
+
+
 def train_base(config: BaseTrainConfig) -> Path:
     """Build the tiny model, train it on the synthetic train split, save it to ``output_dir/final``
     (after the grounding-only run to ``output_dir/ground/final`` when ``ground_steps`` > 0)."""
@@ -210,9 +220,7 @@ def train_base(config: BaseTrainConfig) -> Path:
         if config.init:
             raise ConfigError(f"init = {config.init!r}: no checkpoint there (config.json missing)")
         build_tiny(init_dir, TinyConfig(**{"extra_corpus": [*corpus(), GROUND_QUESTION], **config.model}))
-    records, errors = read_jsonl(synthetic_dir("train", config.train_samples, out / "data", config.detail_fraction))
-    if errors:
-        raise ValueError(f"{len(errors)} bad rows in the generated training data: {errors[:3]}")
+    records = training_records(config, out / "data")
     start = init_dir
     if config.ground_steps:
         start = out / "ground" / "final"

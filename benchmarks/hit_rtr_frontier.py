@@ -32,7 +32,9 @@ def crop_tokens(grid: VisionGrid, image: Image.Image, crop_ids: tuple[str, ...])
     return sum(grid.tokens(*crop.size) for crop in extract_crops(image, crop_ids))
 
 
-def frontier_point(view: list[float], plate: list[float], code: list[float], hit_rate: float, skip: int) -> float:
+def frontier_point(
+    view: list[float], plate: list[float | None], code: list[float | None], hit_rate: float, skip: int
+) -> float:
     """Mean RTR with every global question answered from the view, the ``skip`` detail questions
     dearest to cover answered from the view too, and the rest called: plate covers, except on as
     many calls as ``hit_rate`` allows, those that save the most with code-patch crops."""
@@ -57,7 +59,10 @@ def main() -> None:
     parser.add_argument("--hit-rates", type=float, nargs="+", default=[1.0, 0.95, 0.9, 0.85, 0.8, 0.78])
     args = parser.parse_args()
     grid = VisionGrid.from_processor(load_processor(args.model or default_base_dir()))
-    view, plate, code = [], [], []  # per sample, as shares of the full image's tokens; None: global
+    # Per sample, as shares of the full image's tokens; None: a global question (no call).
+    view: list[float] = []
+    plate: list[float | None] = []
+    code: list[float | None] = []
     both = 0
     for sample in generate(args.split, args.n):
         image = sample.image

@@ -10,13 +10,16 @@ one large matrix product on the same machine: a step near that rate is compute-b
 tokens or fewer steps shorten a run.
 ``--compile`` also times the forward and backward passes of the same batches with the language model
 under ``torch.compile`` (dynamic shapes), taking turns with the eager model batch by batch, and reports
-the ratio. One run on one machine: compare the parts and ratios, not the seconds, across machines.
+the ratio; ``--bf16`` does the same with CPU autocast to bfloat16. One run on one machine: compare the
+parts and ratios, not the seconds, across machines.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import functools
 import json
 import random
 import tempfile
@@ -32,9 +35,9 @@ from awares.train.base import BaseTrainConfig, ViewDataset, training_records
 from awares.train.collate import ChatCollator
 
 
-def matmul_rate(side: int = 2048, repeats: int = 20) -> float:
-    """GFLOP/s of a ``side`` x ``side`` float32 matrix product: the machine's practical peak."""
-    a, b = torch.randn(side, side), torch.randn(side, side)
+def matmul_rate(dtype: torch.dtype = torch.float32, side: int = 2048, repeats: int = 20) -> float:
+    """GFLOP/s of a ``side`` x ``side`` matrix product in ``dtype``: the machine's practical peak."""
+    a, b = torch.randn(side, side, dtype=dtype), torch.randn(side, side, dtype=dtype)
     a @ b
     started = time.perf_counter()
     for _ in range(repeats):
@@ -42,20 +45,29 @@ def matmul_rate(side: int = 2048, repeats: int = 20) -> float:
     return 2 * side**3 * repeats / (time.perf_counter() - started) / 1e9
 
 
-def compiled_ratio(model: torch.nn.Module, batches: list[dict], warmup: int) -> float:
-    """Forward+backward seconds with the language model compiled over those of the eager model, on
-    ``batches`` taken in turns (the first ``warmup`` untimed: compilation)."""
-    compiled = copy.deepcopy(model)
-    compiled.model.language_model = torch.compile(compiled.model.language_model, dynamic=True)
-    seconds = {"eager": 0.0, "compiled": 0.0}
+def forward_backward_ratio(model: torch.nn.Module, batches: list[dict], warmup: int, variant: str) -> float:
+    """Forward+backward seconds of a variant over those of the eager float32 model, on ``batches``
+    taken in turns (the first ``warmup`` untimed: compilation). ``compile``: the language model under
+    ``torch.compile`` (dynamic shapes); ``bf16``: the same model under CPU autocast to bfloat16, whose
+    matrix products run on the avx512_bf16 units where the CPU has them."""
+    candidate = model
+    context = contextlib.nullcontext
+    if variant == "compile":
+        candidate = copy.deepcopy(model)
+        candidate.model.language_model = torch.compile(candidate.model.language_model, dynamic=True)
+    else:
+        context = functools.partial(torch.autocast, "cpu", dtype=torch.bfloat16)
+    seconds = {"eager": 0.0, variant: 0.0}
     for index, inputs in enumerate(batches):
-        for name, candidate in (("eager", model), ("compiled", compiled)):
+        for name, runner, runs_in in (("eager", model, contextlib.nullcontext), (variant, candidate, context)):
             started = time.perf_counter()
-            candidate(**inputs).loss.backward()
+            with runs_in():
+                loss = runner(**inputs).loss
+            loss.backward()
             if index >= warmup:
                 seconds[name] += time.perf_counter() - started
-            candidate.zero_grad()
-    return seconds["compiled"] / seconds["eager"]
+            runner.zero_grad()
+    return seconds[variant] / seconds["eager"]
 
 
 def main() -> None:
@@ -66,9 +78,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, help="conversations per step (default: the config's)")
     parser.add_argument("--compile", action="store_true", help="also time the language model compiled")
+    parser.add_argument("--bf16", action="store_true", help="also time the passes under bfloat16 autocast")
     args = parser.parse_args()
     config = BaseTrainConfig.from_toml(args.config)
+    if args.batch_size:
+        config = config.with_values({"batch_size": args.batch_size}, "--batch-size")
     processor = load_processor(args.model)
     collator = ChatCollator(processor)
     model = AutoModelForImageTextToText.from_pretrained(args.model, dtype=torch.float32)
@@ -121,9 +137,13 @@ def main() -> None:
         "gflop_per_step": flops / 1e9,
         "gflop_per_second": flops / 1e9 / compute,
         "matmul_gflop_per_second": matmul_rate(),
+        "batch_size": config.batch_size,
     }
-    if args.compile:
-        report["compiled_forward_backward_ratio"] = compiled_ratio(model, batches, args.warmup)
+    for variant in ("compile", "bf16"):
+        if getattr(args, variant):
+            report[f"{variant}_forward_backward_ratio"] = forward_backward_ratio(model, batches, args.warmup, variant)
+    if args.bf16:
+        report["bf16_matmul_gflop_per_second"] = matmul_rate(torch.bfloat16)
     print(json.dumps(report, indent=2))
 
 

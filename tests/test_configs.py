@@ -79,6 +79,33 @@ def test_a_bad_config_file_is_a_clear_error_with_exit_status_2(tmp_path, capsys)
     assert "cannot read config" in capsys.readouterr().err
 
 
+def test_a_config_extends_another_and_states_only_what_it_changes(tmp_path):
+    (tmp_path / "grpo.toml").write_text("max_steps = 300\ngroup_size = 4\n")
+    (tmp_path / "ablations").mkdir()
+    short = tmp_path / "ablations" / "short.toml"
+    short.write_text('extends = "../grpo.toml"  # relative to this file\nmax_steps = 10\n')
+    config = GRPOConfig.from_toml(short)
+    assert (config.max_steps, config.group_size) == (10, 4)
+    (tmp_path / "pipeline.toml").write_text('out_dir = "a"\n[overrides.grpo]\nmax_steps = 3\ngroup_size = 2\n')
+    (tmp_path / "child.toml").write_text('extends = "pipeline.toml"\n[overrides.grpo]\nmax_steps = 5\n')
+    child = PipelineConfig.from_toml(tmp_path / "child.toml")
+    assert child.out_dir == "a" and child.overrides == {"grpo": {"max_steps": 5}}  # a table is replaced whole
+
+
+def test_a_bad_extends_is_a_clear_error(tmp_path):
+    for name, text, message in [
+        ("missing.toml", 'extends = "nowhere.toml"\n', "cannot read config"),
+        ("number.toml", "extends = 3\n", "extends must name a TOML file"),
+        ("loop.toml", 'extends = "loop2.toml"\n', "loops back"),
+        ("parent-key.toml", 'extends = "typo.toml"\n', "unknown keys"),
+    ]:
+        (tmp_path / name).write_text(text)
+        (tmp_path / "loop2.toml").write_text('extends = "loop.toml"\n')
+        (tmp_path / "typo.toml").write_text("max_step = 3\n")
+        with pytest.raises(ValueError, match=message):
+            GRPOConfig.from_toml(tmp_path / name)
+
+
 ABLATIONS = {
     "grpo-area-cost-0.5.toml": GRPOConfig,
     "grounding.toml": PipelineConfig,

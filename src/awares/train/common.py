@@ -16,17 +16,34 @@ from transformers import AutoModelForImageTextToText, TrainingArguments
 from ..errors import ConfigError
 
 
+def read_toml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The keys of the TOML file ``path``. ``extends = "other.toml"`` (relative to the file) starts
+    from that file's keys, and each key set here replaces the other's whole (a table too), so an
+    ablation states only what it changes. A missing or unreadable file, or a loop, is a ``ConfigError``."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError(f"cannot read config {path}: {err}") from err
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise ConfigError(f"{path}: extends must name a TOML file, not {parent!r}")
+    here = path.resolve()
+    if here in _seen:
+        raise ConfigError(f"{path}: extends loops back to itself ({' -> '.join(str(p) for p in (*_seen, here))})")
+    return read_toml(path.parent / parent, (*_seen, here)) | data
+
+
 class TomlConfig:
     """Mixin for config dataclasses: ``from_toml`` (unknown keys are errors, not silently ignored)."""
 
     @classmethod
     def from_toml(cls, path: str | Path):
-        """The config in ``path``; a file that is missing, not TOML, names unknown keys or holds a
-        bad value raises ``ConfigError`` (the CLI exits 2 with its message)."""
-        try:
-            data = tomllib.loads(Path(path).read_text())
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
-            raise ConfigError(f"cannot read config {path}: {err}") from err
+        """The config in ``path`` (see ``read_toml`` for ``extends``); a file that is missing, not TOML,
+        names unknown keys or holds a bad value raises ``ConfigError`` (the CLI exits 2 with its message)."""
+        data = read_toml(path)
         unknown = set(data) - {f.name for f in fields(cls)}
         if unknown:
             raise ConfigError(f"unknown keys in {path}: {', '.join(sorted(unknown))}")

@@ -108,6 +108,7 @@ def test_a_bad_extends_is_a_clear_error(tmp_path):
 
 ABLATIONS = {
     "grpo-area-cost-0.5.toml": GRPOConfig,
+    "grpo-kl-0.2.toml": GRPOConfig,
     "grounding.toml": PipelineConfig,
     "grounding-warmup.toml": PipelineConfig,
     "grounding-warmup-long.toml": PipelineConfig,
@@ -121,8 +122,10 @@ ABLATIONS = {
 @pytest.mark.parametrize("path", sorted((ROOT / "configs" / "ablations").glob("*.toml")), ids=lambda p: p.name)
 def test_ablation_configs_load(path):
     config = ABLATIONS[path.name].from_toml(path)  # every ablation is listed here
-    if isinstance(config, GRPOConfig):
-        assert config.on_malformed == "answer" and config.area_cost == 0.5
+    if isinstance(config, GRPOConfig):  # configs/grpo.toml but for one key
+        shipped = GRPOConfig.from_toml(ROOT / "configs/grpo.toml")
+        assert config.on_malformed == "answer" and config != shipped
+        assert replace(config, area_cost=shipped.area_cost, beta=shipped.beta) == shipped
     elif isinstance(config, SFTConfig):  # configs/sft.toml but for the epochs
         shipped = SFTConfig.from_toml(ROOT / "configs/sft.toml")
         assert 2 * config.epochs == shipped.epochs and replace(config, epochs=shipped.epochs) == shipped

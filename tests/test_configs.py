@@ -93,6 +93,8 @@ def test_a_config_extends_another_and_states_only_what_it_changes(tmp_path):
 
 
 def test_a_bad_extends_is_a_clear_error(tmp_path):
+    (tmp_path / "loop2.toml").write_text('extends = "loop.toml"\n')
+    (tmp_path / "typo.toml").write_text("max_step = 3\n")
     for name, text, message in [
         ("missing.toml", 'extends = "nowhere.toml"\n', "cannot read config"),
         ("number.toml", "extends = 3\n", "extends must name a TOML file"),
@@ -100,12 +102,11 @@ def test_a_bad_extends_is_a_clear_error(tmp_path):
         ("parent-key.toml", 'extends = "typo.toml"\n', "unknown keys"),
     ]:
         (tmp_path / name).write_text(text)
-        (tmp_path / "loop2.toml").write_text('extends = "loop.toml"\n')
-        (tmp_path / "typo.toml").write_text("max_step = 3\n")
         with pytest.raises(ValueError, match=message):
             GRPOConfig.from_toml(tmp_path / name)
 
 
+GRPO_ABLATION_KEYS = {"grpo-area-cost-0.5.toml": {"area_cost": 0.5}, "grpo-kl-0.2.toml": {"beta": 0.2}}
 ABLATIONS = {
     "grpo-area-cost-0.5.toml": GRPOConfig,
     "grpo-kl-0.2.toml": GRPOConfig,
@@ -122,10 +123,10 @@ ABLATIONS = {
 @pytest.mark.parametrize("path", sorted((ROOT / "configs" / "ablations").glob("*.toml")), ids=lambda p: p.name)
 def test_ablation_configs_load(path):
     config = ABLATIONS[path.name].from_toml(path)  # every ablation is listed here
-    if isinstance(config, GRPOConfig):  # configs/grpo.toml but for one key
+    if isinstance(config, GRPOConfig):  # configs/grpo.toml but for the key it names
         shipped = GRPOConfig.from_toml(ROOT / "configs/grpo.toml")
         assert config.on_malformed == "answer" and config != shipped
-        assert replace(config, area_cost=shipped.area_cost, beta=shipped.beta) == shipped
+        assert config == replace(shipped, **GRPO_ABLATION_KEYS[path.name])
     elif isinstance(config, SFTConfig):  # configs/sft.toml but for the epochs
         shipped = SFTConfig.from_toml(ROOT / "configs/sft.toml")
         assert 2 * config.epochs == shipped.epochs and replace(config, epochs=shipped.epochs) == shipped

@@ -69,6 +69,7 @@ def test_a_bad_config_file_is_a_clear_error_with_exit_status_2(tmp_path, capsys)
         ("choice.toml", 'cost_mode = "token"\n', "cost_mode must be one of 'area', 'per-crop', 'tokens'"),
         ("keys.toml", "learning_rat = 1e-4\n", "unknown keys"),
         ("syntax.toml", "max_steps = \n", "cannot read config"),
+        ("self.toml", 'extends = "self.toml"\n', "extends loops back"),
     ]:
         path = tmp_path / name
         path.write_text(text)

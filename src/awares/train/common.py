@@ -16,24 +16,29 @@ from transformers import AutoModelForImageTextToText, TrainingArguments
 from ..errors import ConfigError
 
 
-def read_toml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+def read_toml(path: str | Path) -> dict[str, Any]:
     """The keys of the TOML file ``path``. ``extends = "other.toml"`` (relative to the file) starts
     from that file's keys, and each key set here replaces the other's whole (a table too), so an
     ablation states only what it changes. A missing or unreadable file, or a loop, is a ``ConfigError``."""
-    path = Path(path)
+    return {key: value for key, (value, _) in _read_extended(Path(path)).items()}
+
+
+def _read_extended(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, tuple[Any, Path]]:
+    """``read_toml``'s keys, each with the file that set it (for errors that name the right file)."""
     try:
         data = tomllib.loads(path.read_text())
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
         raise ConfigError(f"cannot read config {path}: {err}") from err
     parent = data.pop("extends", None)
+    own = {key: (value, path) for key, value in data.items()}
     if parent is None:
-        return data
+        return own
     if not isinstance(parent, str):
         raise ConfigError(f"{path}: extends must name a TOML file, not {parent!r}")
     here = path.resolve()
-    if here in _seen:
-        raise ConfigError(f"{path}: extends loops back to itself ({' -> '.join(str(p) for p in (*_seen, here))})")
-    return read_toml(path.parent / parent, (*_seen, here)) | data
+    if here in seen:
+        raise ConfigError(f"{path}: extends loops back to itself ({' -> '.join(str(p) for p in (*seen, here))})")
+    return _read_extended(path.parent / parent, (*seen, here)) | own
 
 
 class TomlConfig:
@@ -43,12 +48,15 @@ class TomlConfig:
     def from_toml(cls, path: str | Path):
         """The config in ``path`` (see ``read_toml`` for ``extends``); a file that is missing, not TOML,
         names unknown keys or holds a bad value raises ``ConfigError`` (the CLI exits 2 with its message)."""
-        data = read_toml(path)
-        unknown = set(data) - {f.name for f in fields(cls)}
+        entries = _read_extended(Path(path))
+        known = {f.name for f in fields(cls)}
+        unknown: dict[Path, list[str]] = {}
+        for key in sorted(set(entries) - known):
+            unknown.setdefault(entries[key][1], []).append(key)
         if unknown:
-            raise ConfigError(f"unknown keys in {path}: {', '.join(sorted(unknown))}")
+            raise ConfigError("; ".join(f"unknown keys in {file}: {', '.join(keys)}" for file, keys in unknown.items()))
         try:
-            return cls(**data)
+            return cls(**{key: value for key, (value, _) in entries.items()})
         except ValueError as err:
             raise ConfigError(f"{path}: {err}") from err
 

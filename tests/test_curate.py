@@ -58,13 +58,14 @@ def test_curate_labels_grounds_and_writes_trajectories(tmp_path, engine, data):
         assert Image.open(tmp_path / t["images"][0]).size == low_res_size(*image.size)
         assert t["messages"][-1]["content"][0]["text"] == record.answers[0]
         if t["label"] == "direct":
-            assert roles == ["system", "user", "assistant"] and len(t["images"]) == 1
+            assert roles == ["system", "user", "assistant"] and len(t["images"]) == 1 and t["boxes"] is None
         else:
             assert roles == ["system", "user", "assistant", "user", "assistant"]
             assert t["messages"][2]["content"][0]["text"] == f"GET_CROPS: {list(t['crops'])}"
             sizes = [Image.open(tmp_path / p).size for p in t["images"][1:]]
             assert sizes == [(crop_box(c, *image.size).width, crop_box(c, *image.size).height) for c in t["crops"]]
             assert row["coverage"] == row["evidence_coverage"] == 1.0  # the crops hold the evidence box
+            assert t["boxes"] == row["boxes"] == [list(b.as_tuple()) for b in record.evidence_boxes()]  # for GRPO
     ds = datasets.load_dataset("json", data_files=str(tmp_path / "trajectories.jsonl"), split="train")
     assert len(ds) == len(trajectories) and ds[0]["messages"][0]["role"] == "system"
 

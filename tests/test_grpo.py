@@ -17,12 +17,13 @@ from awares.train.grpo import (
     policy_loss,
     reference_logprobs,
     rollout,
+    score,
     token_logprobs,
     train_grpo,
 )
-from awares.train.rewards import CorrectnessReward, CropCostReward, FormatReward
+from awares.train.rewards import CorrectnessReward, CropCostReward, EvidenceReward, FormatReward
 
-from .conftest import Scripted
+from .conftest import Scripted, scene
 
 
 def test_correctness_reward_uses_the_judge():
@@ -51,6 +52,29 @@ def test_the_default_cost_makes_the_whole_image_clearly_dearer_than_a_quadrant()
     kw = {"label": ["crop"] * 2, "crops": [("0",), ("all",)], "crop_area": [0.25, 1.0], "extra_tokens": [0.25, 1.0]}
     quadrant, whole = CropCostReward()(["a"] * 2, **kw)
     assert quadrant - whole == pytest.approx(0.75) and quadrant == pytest.approx(-0.5)
+
+
+def test_evidence_reward_penalises_calls_that_clip_the_oracle_box():
+    plate = [(252, 112, 336, 196)]  # 84 px, 28 of them left of the vertical midline of a 560 x 448 image
+    kw = {
+        "crops": [("0",), ("5",), ("4",), (), ("0", "1"), ("3",)],
+        "boxes": [plate, plate, plate, plate, plate, None],
+        "image_size": [(560, 448)] * 6,
+    }
+    # quadrant 0 holds a third of the plate, the top half and the centre all of it, two quadrants
+    # together all of it; an answer without a call and a sample without boxes pay nothing
+    assert EvidenceReward(0.5)(["a"] * 6, **kw) == [-0.5, 0.0, 0.0, 0.0, 0.0, 0.0]
+    assert EvidenceReward(0.5, min_coverage=0.3)(["a"] * 6, **kw)[0] == 0.0
+
+
+def test_the_evidence_term_is_scored_only_when_asked_for(backend):
+    image = scene()
+    prompt = {"question": "q", "answers": ["red"], "label": "crop", "boxes": [(0, 0, 8, 8)]}
+    rollouts = rollout(Engine(backend, RuntimeConfig(max_new_tokens=4)), [(image, "q")], 2)
+    assert "evidence" not in score(rollouts, [prompt], 2, GRPOConfig())[0]
+    parts, total = score(rollouts, [prompt], 2, GRPOConfig(evidence_penalty=0.5))
+    assert set(parts) == {"correct", "cost", "format", "evidence"}
+    assert torch.equal(total, sum(parts.values()))
 
 
 def test_config_choices_are_checked_when_the_config_is_made(tmp_path):

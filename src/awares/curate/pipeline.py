@@ -170,7 +170,7 @@ def finalize(out: Path, config: CurateConfig) -> dict[str, Any]:
     failed = {i: e for i, e in failed.items() if i not in results}  # retried and done since
     ordered = [results[i] for i in sorted(results)]
     kept = _kept(ordered, config)
-    fields = ("id", "label", "messages", "images", "crops", "image", "question", "answers")
+    fields = ("id", "label", "messages", "images", "crops", "boxes", "image", "question", "answers")
     _write_atomic(out / "trajectories.jsonl", "".join(json.dumps({k: r.get(k) for k in fields}) + "\n" for r in kept))
     summary = summarize(ordered, kept, list(failed.values()))
     _write_atomic(out / "summary.json", json.dumps(summary, indent=2))

@@ -33,7 +33,7 @@ from ..protocol import Message
 from ..runtime import Engine, Request, Result, RuntimeConfig
 from .collate import IGNORE_INDEX, ChatCollator
 from .common import TomlConfig, WeightOptions, load_trainable, per_process, plain, rank_digests
-from .rewards import CorrectnessReward, CostMode, CropCostReward, FormatReward
+from .rewards import CorrectnessReward, CostMode, CropCostReward, EvidenceReward, FormatReward
 
 
 @dataclass
@@ -66,6 +66,10 @@ class GRPOConfig(WeightOptions, TomlConfig):
     area_cost: float = 1.0
     cost_mode: CostMode = "area"
     format_bonus: float = 0.0
+    # Not the paper's: minus this for a call whose crops hold less than 90% of the oracle's evidence
+    # boxes (trajectory rows' `boxes`), so a crop that clips the evidence but keeps the answer no
+    # longer earns what the evidence's own cover earns. 0 = the paper's reward.
+    evidence_penalty: float = 0.0
     # What a malformed call does in rollouts: count as the (wrong) answer, or fetch `all` (the
     # runtime's default at inference). With "all" a policy reached the whole image by writing a
     # broken call (seen at 200 steps).
@@ -193,12 +197,16 @@ def score(rollouts: list[Rollout], prompts: list[dict[str, Any]], group_size: in
         "crop_area": [r.crop_area for r in rollouts],
         "extra_tokens": [r.result.tokens.crops / r.result.tokens.full for r in rollouts],
         "parse_status": [r.result.parse_status for r in rollouts],
+        "boxes": [p.get("boxes") for p in expand],
+        "image_size": [r.result.image_size for r in rollouts],
     }
     functions = {
         "correct": CorrectnessReward(),
         "cost": CropCostReward(config.miss_penalty, config.call_cost, config.area_cost, config.cost_mode),
         "format": FormatReward(config.format_bonus),
     }
+    if config.evidence_penalty:
+        functions["evidence"] = EvidenceReward(config.evidence_penalty)
     completions = [r.result.answer for r in rollouts]
     parts = {name: torch.tensor(f(completions, **columns)) for name, f in functions.items()}
     return parts, sum(parts.values())

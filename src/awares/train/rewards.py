@@ -4,8 +4,10 @@
 ``answers`` (accepted answers), ``question``, ``label`` (``direct``/``crop`` from curation),
 ``crops`` (crop ids requested, empty when the model answered directly), ``crop_area`` (fraction of
 the image area the crops cover, summed), ``extra_tokens`` (crop visual tokens over full-image
-tokens) and ``parse_status`` (``answer``, ``call`` or ``malformed``).
-The AwaRes reward is ``correctness + cost + format``, with the cost negative.
+tokens), ``parse_status`` (``answer``, ``call`` or ``malformed``), ``boxes`` (the oracle's evidence
+boxes from curation, None for ``direct`` samples) and ``image_size``.
+The AwaRes reward is ``correctness + cost + format``, with the cost negative; ``EvidenceReward`` is
+an optional grounding term outside the paper's recipe.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ..crops import DEFAULT_MIN_CROP_SIDE, coverage
 from ..curate.judge import Judge, RuleJudge
 
 CostMode = Literal["area", "per-crop", "tokens"]
@@ -71,3 +74,30 @@ class FormatReward:
 
     def __call__(self, completions: list[str], parse_status: list[str], **_: Any) -> list[float]:
         return [-self.bonus if s == "malformed" else self.bonus for s in parse_status]
+
+
+@dataclass
+class EvidenceReward:
+    """``-penalty`` for a call whose crops cover less than ``min_coverage`` of the oracle's evidence
+    boxes (the evaluation's ``evidence_hit_rate`` rule); 0 for answers and samples without boxes.
+
+    Not in the paper: its cost alone prices a crop that clips the evidence like the evidence's own
+    cover whenever the answer survives the clipping."""
+
+    penalty: float = 0.5
+    min_coverage: float = 0.9
+    min_crop_side: int = DEFAULT_MIN_CROP_SIDE
+
+    def __call__(
+        self,
+        completions: list[str],
+        crops: list[tuple[str, ...]],
+        boxes: list[list[tuple[int, int, int, int]] | None],
+        image_size: list[tuple[int, int]],
+        **_: Any,
+    ) -> list[float]:
+        side = self.min_crop_side
+        return [
+            -self.penalty if ids and found and coverage(found, ids, *size, side) < self.min_coverage else 0.0
+            for ids, found, size in zip(crops, boxes, image_size)
+        ]

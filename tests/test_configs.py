@@ -124,7 +124,11 @@ ABLATIONS = {
     "grounding-after-short.toml": PipelineConfig,
     "grounding-plain-init.toml": BaseTrainConfig,
     "sft-3-epochs.toml": SFTConfig,
+    "length-grouped.toml": PipelineConfig,
 }
+# configs/ablations/length-grouped.toml: configs/pipeline.toml's stages with these keys set
+LENGTH_GROUPED = {"base": {"length_pool": 128}, "ground": {"length_pool": 128}, "sft": {"group_by_length": True}}
+STAGES = {"base": BaseTrainConfig, "ground": BaseTrainConfig, "sft": SFTConfig, "grpo": GRPOConfig}
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs" / "ablations").glob("*.toml")), ids=lambda p: p.name)
@@ -137,6 +141,13 @@ def test_ablation_configs_load(path):
     elif isinstance(config, SFTConfig):  # configs/sft.toml but for the epochs
         shipped = SFTConfig.from_toml(ROOT / "configs/sft.toml")
         assert 2 * config.epochs == shipped.epochs and replace(config, epochs=shipped.epochs) == shipped
+    elif path.name == "length-grouped.toml":
+        shipped = PipelineConfig.from_toml(ROOT / "configs/pipeline.toml")
+        assert replace(config, out_dir=shipped.out_dir, overrides={}) == shipped
+        for name, cls in STAGES.items():
+            expected = replace(shipped.stage(name, cls), **LENGTH_GROUPED.get(name, {}))
+            assert config.stage(name, cls) == expected
+            assert (expected != shipped.stage(name, cls)) == (name in LENGTH_GROUPED)
     elif isinstance(config, PipelineConfig):
         base = config.stage("base", BaseTrainConfig, output_dir="runs/x")
         assert base.ground in (0.3, 0.5) and TinyConfig(**base.model).patch_filter_mean == 0.3

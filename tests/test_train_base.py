@@ -8,7 +8,17 @@ from awares.data import generate
 from awares.errors import ConfigError
 from awares.models import load_processor
 from awares.protocol import turn1_messages
-from awares.train.base import GROUND_QUESTION, BaseTrainConfig, GroundingDataset, ViewDataset, train_base, zoom_box
+from awares.train.base import (
+    GROUND_QUESTION,
+    BaseTrainConfig,
+    GroundingDataset,
+    PooledLengthSampler,
+    ViewDataset,
+    train_base,
+    training_records,
+    view_pixels,
+    zoom_box,
+)
 from awares.train.collate import IGNORE_INDEX, ChatCollator, assistant_spans
 
 from .conftest import scene
@@ -121,6 +131,36 @@ def test_grounding_warm_up_asks_only_the_grounding_question_about_detail_records
     assert user["content"][1]["text"] == GROUND_QUESTION
     assert user["content"][0]["image"].tobytes() == low_res_view(sample.image).tobytes()
     assert answer["content"][0]["text"] == sample.meta["target"]
+
+
+def test_pooled_length_sampler_batches_views_of_similar_size(tmp_path):
+    config = BaseTrainConfig.from_toml("configs/ground.toml")  # grounding, reading and global questions
+    dataset = ViewDataset(training_records(config, tmp_path, samples=64), config)
+    draws = list(PooledLengthSampler(dataset, batch_size=8, pool=32, seed=1))
+    assert len(draws) == 64 and {d.view for d in draws} >= {"ground", "full"}
+    assert sorted(d.record.id for d in draws) == sorted(r.id for r in dataset.records)  # each once an epoch
+    pixels = [view_pixels(d) for d in draws]
+    for d, n in zip(draws[:16], pixels):  # the sort key is the size of the view the example shows
+        width, height = dataset[d][0]["content"][0]["image"].size
+        assert width * height == n
+    batches = [pixels[i : i + 8] for i in range(0, 64, 8)]
+    for pool in (batches[:4], batches[4:]):  # the batches of a pool are runs of its sorted sizes
+        ranges = sorted((min(b), max(b)) for b in pool)
+        assert all(high <= low for (_, high), (low, _) in zip(ranges, ranges[1:]))
+
+    def padding(batches):
+        return sum(len(b) * max(b) - sum(b) for b in batches) / sum(len(b) * max(b) for b in batches)
+
+    shuffled = [view_pixels(dataset.draw(i)) for i in range(64)]
+    assert padding(batches) < 0.5 * padding([shuffled[i : i + 8] for i in range(0, 64, 8)])
+
+
+def test_length_pool_trains_and_must_fill_whole_batches(tmp_path):
+    log = json.loads((train_base(_small_run(tmp_path, length_pool=4, max_steps=3)) / "train_log.json").read_text())
+    assert log["config"]["length_pool"] == 4 and [e["step"] for e in log["log_history"] if "loss" in e] == [1, 2, 3]
+    (tmp_path / "base.toml").write_text("batch_size = 8\nlength_pool = 12\n")
+    with pytest.raises(ConfigError, match=r"length_pool must be 0 or a multiple of batch_size \(8\), not 12"):
+        BaseTrainConfig.from_toml(tmp_path / "base.toml")
 
 
 def test_zoom_box_stays_on_the_grid_and_inside_the_image():

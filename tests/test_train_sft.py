@@ -2,12 +2,12 @@ import json
 
 import pytest
 
-from awares.crops import extract_crops, low_res_view
+from awares.crops import VisionGrid, extract_crops, low_res_view
 from awares.curate import ImageStore, trajectory
 from awares.data.synthetic import generate
 from awares.models import load_processor
 from awares.train.collate import ChatCollator
-from awares.train.sft import TrajectoryDataset
+from awares.train.sft import SFTConfig, TrajectoryDataset, train_sft
 
 
 @pytest.fixture(scope="module")
@@ -62,3 +62,19 @@ def test_crop_weight_falls_on_the_crop_id_tokens_only(tiny_dir, trajectories):
         assert tok.decode(batch["input_ids"][0][heavy]).replace(" ", "") == "".join(ids)
         light = batch["loss_weights"][0] == 5.0
         assert tok.decode(batch["input_ids"][0][light | heavy]) == f"{call}<|im_end|>"
+
+
+def test_group_by_length_trains_on_batches_of_similar_visual_length(tmp_path, tiny_dir, trajectories):
+    dataset = TrajectoryDataset(trajectories)
+    grid = VisionGrid.from_processor(load_processor(tiny_dir))
+    lengths = dataset.visual_tokens(grid)
+    for i, length in enumerate(lengths):  # the sort key is the visual tokens the collator will hold
+        images = [p["image"] for m in dataset[i] for p in m["content"] if p["type"] == "image"]
+        assert length == sum(grid.tokens(*image.size) for image in images)
+    assert lengths[1] > lengths[0]  # the crop trajectory holds the crop's tokens too
+    config = SFTConfig(
+        data=str(trajectories), model=str(tiny_dir), output_dir=str(tmp_path / "sft"), max_steps=2, batch_size=2
+    )
+    config.group_by_length, config.logging_steps = True, 1
+    log = json.loads((train_sft(config) / "train_log.json").read_text())
+    assert log["config"]["group_by_length"] and [e["step"] for e in log["log_history"] if "loss" in e] == [1, 2]

@@ -13,6 +13,8 @@ from .errors import ImageInputError
 
 # PIL's own decompression-bomb threshold; larger images are refused before decoding.
 MAX_IMAGE_PIXELS = 89_478_485
+# EXIF orientation; its values 5-8 turn the image a quarter.
+ORIENTATION_TAG = 0x0112
 # Halves of the image are twice as elongated as the image and must stay within the processor's limit.
 MAX_IMAGE_ASPECT = MAX_ASPECT_RATIO // 2
 
@@ -67,3 +69,15 @@ def load_image(source: str | Path | Image.Image) -> Image.Image:
     image = ImageOps.exif_transpose(image)
     check_size(*image.size, name=name)
     return to_rgb(image)
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """The (width, height) ``load_image`` gives ``path``, EXIF orientation applied, read from the
+    file's header without decoding its pixels."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            rotated = image.getexif().get(ORIENTATION_TAG) in (5, 6, 7, 8)  # a quarter turn swaps the sides
+    except (OSError, UnidentifiedImageError) as err:
+        raise ImageInputError(f"cannot read {path} as an image: {err}") from err
+    return (height, width) if rotated else (width, height)

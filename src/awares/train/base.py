@@ -13,25 +13,26 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset
-from transformers import AutoModelForImageTextToText, SchedulerType, Trainer, TrainerCallback, set_seed
+from torch.utils.data import Dataset, Sampler
+from transformers import AutoModelForImageTextToText, SchedulerType, TrainerCallback, set_seed
 
-from ..crops import Box, boxes_to_crops, extract_crops, low_res_view
+from ..crops import Box, boxes_to_crops, crop_box, extract_crops, low_res_size, low_res_view
 from ..data import Record, read_jsonl
 from ..data.sources import synthetic_dir
 from ..data.synthetic import corpus
 from ..errors import ConfigError
-from ..images import load_image
+from ..images import image_size, load_image
 from ..models import TinyConfig, build_tiny, load_processor
 from ..models.processor import save_processor
 from ..protocol import Message, turn1_messages
 from .collate import ChatCollator
-from .common import TomlConfig, last_checkpoint, rank_digests, training_arguments, write_train_log
+from .common import SamplerTrainer, TomlConfig, last_checkpoint, rank_digests, training_arguments, write_train_log
 
 
 @dataclass
@@ -81,12 +82,20 @@ class BaseTrainConfig(TomlConfig):
     # Data-loading processes beside training (view choice and collation); 0: in the main process. A
     # worker does not see the curriculum's progress, so only for runs without one (as configs/ground.toml).
     workers: int = 0
+    # Batches of views of similar size (`PooledLengthSampler`, pools of this many examples), for
+    # less padding; 0: random batches. A grounding step of 8 spends about half its positions on
+    # padding (benchmarks/batch_padding.py).
+    length_pool: int = 0
     model: dict[str, Any] = field(default_factory=dict)  # TinyConfig overrides
 
     def __post_init__(self) -> None:
         schedulers = [s.value for s in SchedulerType]
         if self.lr_scheduler not in schedulers:
             raise ValueError(f"lr_scheduler must be one of {', '.join(schedulers)}, not {self.lr_scheduler!r}")
+        if self.length_pool < 0 or self.length_pool % self.batch_size:
+            raise ValueError(
+                f"length_pool must be 0 or a multiple of batch_size ({self.batch_size}), not {self.length_pool}"
+            )
         if self.workers and max(self.read_warmup, self.curriculum, self.task_warmup) > 0:
             raise ValueError("workers > 0 needs read_warmup = curriculum = task_warmup = 0 (no curriculum)")
 
@@ -110,8 +119,24 @@ def zoom_box(boxes: list[Box], width: int, height: int, margin_cells: int, cell:
 GROUND_QUESTION = "Which crop holds the red plate?"
 
 
+@dataclass(frozen=True)
+class Draw:
+    """One training example decided before its image is loaded: the record and what to show.
+
+    ``view`` is ``ground`` (the grounding question on the 0.5x view), ``full``, ``low``, ``crop``
+    (the crop ``crop_id``) or ``zoom`` (``zoom_cells`` of margin around the evidence)."""
+
+    record: Record
+    view: str
+    crop_id: str = ""
+    zoom_cells: int = 0
+
+
 class ViewDataset(Dataset):
-    """Records as single-turn conversations on a randomly chosen view of the image."""
+    """Records as single-turn conversations on a randomly chosen view of the image.
+
+    Indexed by position (the view is drawn then) or by a ``Draw`` made earlier with ``draw``, which
+    is how ``PooledLengthSampler`` batches views of similar size together."""
 
     def __init__(self, records: list[Record], config: BaseTrainConfig):
         self.records, self.config = records, config
@@ -136,40 +161,52 @@ class ViewDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def view(self, record: Record) -> Any:
-        image = load_image(record.image)
+    def draw(self, index: int) -> Draw:
+        """Decide example ``index`` at this point of training (this moves the random state)."""
+        record, c = self.records[index], self.config
+        if self.progress < c.task_warmup and self.detail:
+            record = self.detail[index % len(self.detail)]
+        grounded = record.kind == "detail" and record.evidence and self.progress >= c.read_warmup
+        if grounded and self.rng.random() < c.ground:
+            return Draw(record, "ground")
+        return self.draw_view(record)
+
+    def draw_view(self, record: Record) -> Draw:
+        """The view of ``record`` to answer its own question on."""
         weights, max_cells = self.weights()
         if record.kind != "detail":  # shapes: the base view mix, without full images while they are slow
             c = self.config
             weights = [c.view_full if self.progress >= c.curriculum else 0.0, c.view_low, 0.0, c.view_zoom]
         choice = self.rng.choices(["full", "low", "crop", "zoom"], weights=weights)[0]
         if choice == "low" and record.kind != "detail":  # no unanswerable examples: they only teach guessing
-            return low_res_view(image)
+            return Draw(record, "low")
         local = record.evidence and (record.kind == "detail" or len(record.evidence) == 1)
         if choice == "crop" and record.kind == "detail" and record.evidence:
-            crop_ids = boxes_to_crops(record.evidence, *image.size).crop_ids
-            return extract_crops(image, [self.rng.choice(crop_ids)])[0]
+            crop_ids = boxes_to_crops(record.evidence, *image_size(record.image)).crop_ids
+            return Draw(record, "crop", crop_id=self.rng.choice(crop_ids))
         if choice == "zoom" and local:
             # Below 0 cells only for the plate: inside a shape a zoom is one flat colour.
             low = self.config.zoom_min_cells if record.kind == "detail" else max(self.config.zoom_min_cells, 0)
-            cells = self.rng.randint(low, max(max_cells, low))
-            return image.crop(zoom_box(record.evidence_boxes(), *image.size, cells).as_tuple())
-        return image
+            return Draw(record, "zoom", zoom_cells=self.rng.randint(low, max(max_cells, low)))
+        return Draw(record, "full")
 
-    def grounding(self, record: Record) -> tuple[Any, str, str]:
-        """The 0.5x view, the grounding question and the cheapest cover's crop ids."""
+    def example(self, draw: Draw) -> list[Message]:
+        """The conversation ``draw`` describes, its image loaded and viewed."""
+        record = draw.record
         image = load_image(record.image)
-        crop_ids = boxes_to_crops(record.evidence, *image.size).crop_ids
-        return low_res_view(image), GROUND_QUESTION, ", ".join(crop_ids)
+        if draw.view == "ground":
+            crop_ids = boxes_to_crops(record.evidence, *image.size).crop_ids
+            return conversation(low_res_view(image), GROUND_QUESTION, ", ".join(crop_ids))
+        if draw.view == "low":
+            image = low_res_view(image)
+        elif draw.view == "crop":
+            image = extract_crops(image, [draw.crop_id])[0]
+        elif draw.view == "zoom":
+            image = image.crop(zoom_box(record.evidence_boxes(), *image.size, draw.zoom_cells).as_tuple())
+        return conversation(image, record.question, record.answers[0])
 
-    def __getitem__(self, index: int) -> list[Message]:
-        record, c = self.records[index], self.config
-        if self.progress < c.task_warmup and self.detail:
-            record = self.detail[index % len(self.detail)]
-        grounded = record.kind == "detail" and record.evidence and self.progress >= c.read_warmup
-        if grounded and self.rng.random() < c.ground:
-            return conversation(*self.grounding(record))
-        return conversation(self.view(record), record.question, record.answers[0])
+    def __getitem__(self, key: int | Draw) -> list[Message]:
+        return self.example(key if isinstance(key, Draw) else self.draw(key))
 
 
 class GroundingDataset(ViewDataset):
@@ -178,8 +215,51 @@ class GroundingDataset(ViewDataset):
     def __len__(self) -> int:
         return len(self.detail)
 
-    def __getitem__(self, index: int) -> list[Message]:
-        return conversation(*self.grounding(self.detail[index]))
+    def draw(self, index: int) -> Draw:
+        return Draw(self.detail[index], "ground")
+
+
+def view_pixels(draw: Draw) -> int:
+    """Pixels of the view ``draw`` shows (its visual tokens, up to the processor's grid): a length to
+    sort by, from the image file's header alone."""
+    width, height = image_size(draw.record.image)
+    if draw.view in ("ground", "low"):
+        width, height = low_res_size(width, height)
+    elif draw.view == "crop":
+        box = crop_box(draw.crop_id, width, height)
+        width, height = box.width, box.height
+    elif draw.view == "zoom":
+        box = zoom_box(draw.record.evidence_boxes(), width, height, draw.zoom_cells)
+        width, height = box.width, box.height
+    return width * height
+
+
+class PooledLengthSampler(Sampler):
+    """Random examples in batches of views of similar size, for less padding.
+
+    Each pool of ``pool`` positions, in random order, is drawn (``ViewDataset.draw``, so the
+    curriculum is at most a pool behind), sorted by ``view_pixels`` and cut into batches of
+    ``batch_size``, which are yielded in random order. transformers' ``LengthGroupedSampler`` needs
+    lengths fixed in advance; here the view, and so the length, is drawn during training."""
+
+    def __init__(self, dataset: ViewDataset, batch_size: int, pool: int, seed: int = 0):
+        if pool % batch_size:
+            raise ConfigError(f"length_pool = {pool} must be a multiple of batch_size = {batch_size}")
+        self.dataset, self.batch_size, self.pool = dataset, batch_size, pool
+        self.rng = random.Random(seed)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __iter__(self) -> Iterator[Draw]:
+        order = list(range(len(self.dataset)))
+        self.rng.shuffle(order)
+        for start in range(0, len(order), self.pool):
+            draws = sorted((self.dataset.draw(i) for i in order[start : start + self.pool]), key=view_pixels)
+            batches = [draws[i : i + self.batch_size] for i in range(0, len(draws), self.batch_size)]
+            self.rng.shuffle(batches)
+            for batch in batches:
+                yield from batch
 
 
 def conversation(image: Any, question: str, answer: str) -> list[Message]:
@@ -240,12 +320,16 @@ def run_trainer(
     processor = load_processor(start)
     model = AutoModelForImageTextToText.from_pretrained(start, dtype=torch.float32)
     args = training_arguments(out, config, max_steps=max_steps, warmup_steps=config.warmup_steps, **schedule)
-    trainer = Trainer(
+    sampler = None
+    if config.length_pool:
+        sampler = PooledLengthSampler(dataset, args.per_device_train_batch_size, config.length_pool, config.seed)
+    trainer = SamplerTrainer(
         model=model,
         args=args,
         train_dataset=dataset,
         data_collator=ChatCollator(processor),
         callbacks=[CurriculumCallback(dataset)],
+        train_sampler=sampler,
     )
     resumed_from = last_checkpoint(out)
     # The first batch is drawn before any step begins: place the curriculum where training starts.

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForImageTextToText, TrainingArguments
+from torch.utils.data import Sampler
+from transformers import AutoModelForImageTextToText, Trainer, TrainingArguments
 
 from ..errors import ConfigError
 
@@ -183,6 +184,20 @@ def training_arguments(out: Path, config: Any, **overrides: Any) -> TrainingArgu
         "use_cpu": not torch.cuda.is_available(),
     }
     return TrainingArguments(**{**arguments, **overrides})
+
+
+class SamplerTrainer(Trainer):
+    """A ``Trainer`` that draws its training examples with ``train_sampler`` when one is given
+    (transformers' own choice otherwise): the hook for length-grouped batches."""
+
+    def __init__(self, *args: Any, train_sampler: Sampler | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.train_sampler = train_sampler
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> Sampler | None:
+        if self.train_sampler is not None:
+            return self.train_sampler
+        return super()._get_train_sampler(train_dataset)
 
 
 def last_checkpoint(out: Path) -> Path | None:

@@ -14,10 +14,12 @@ from typing import Any
 
 import torch.nn.functional as F
 from torch.utils.data import Dataset
-from transformers import Trainer, set_seed
+from transformers import set_seed
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
+from ..crops import VisionGrid
 from ..errors import InputError
-from ..images import load_image
+from ..images import image_size, load_image
 from ..jsonl import rows
 from ..models import load_processor
 from ..models.default import default_base_dir
@@ -25,6 +27,7 @@ from ..models.processor import save_processor
 from ..protocol import Message
 from .collate import IGNORE_INDEX, ChatCollator
 from .common import (
+    SamplerTrainer,
     TomlConfig,
     WeightOptions,
     last_checkpoint,
@@ -58,6 +61,9 @@ class SFTConfig(WeightOptions, TomlConfig):
     crop_weight: float = 0.0
     seed: int = 0
     workers: int = 0  # data-loading processes beside training (collation included); 0: in the main process
+    # Batches of trajectories with similar visual-token counts (transformers' LengthGroupedSampler),
+    # for less padding; false: random batches.
+    group_by_length: bool = False
     logging_steps: int = 10
     save_steps: int = 200
 
@@ -74,7 +80,7 @@ class TrajectoryDataset(Dataset):
             raise InputError(f"trajectory file {path} does not exist")
         self.root, self.rows, self.errors = path.parent, [], []
         for row in rows(path):
-            images = [p.get("image") for m in row.get("messages") or [] for p in _parts(m) if p.get("type") == "image"]
+            images = _image_paths(row)
             missing = [p for p in images if p is None or not (self.root / p).is_file()]
             if not row.get("messages") or missing:
                 self.errors.append(f"{row.get('id')}: {'missing images ' + str(missing) if missing else 'no messages'}")
@@ -86,6 +92,10 @@ class TrajectoryDataset(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
+    def visual_tokens(self, grid: VisionGrid) -> list[int]:
+        """Each trajectory's visual tokens on ``grid``, from its images' headers: its length, near enough."""
+        return [sum(grid.tokens(*image_size(self.root / p)) for p in _image_paths(row)) for row in self.rows]
+
     def __getitem__(self, index: int) -> list[Message]:
         def load(part: dict[str, Any]) -> dict[str, Any]:
             if part.get("type") != "image":
@@ -95,6 +105,10 @@ class TrajectoryDataset(Dataset):
         return [{"role": m["role"], "content": [load(p) for p in _parts(m)]} for m in self.rows[index]["messages"]]
 
 
+def _image_paths(row: dict[str, Any]) -> list[Any]:
+    return [p.get("image") for m in row.get("messages") or [] for p in _parts(m) if p.get("type") == "image"]
+
+
 def _parts(message: dict[str, Any]) -> list[dict[str, Any]]:
     content = message.get("content")
     if isinstance(content, str):
@@ -102,7 +116,7 @@ def _parts(message: dict[str, Any]) -> list[dict[str, Any]]:
     return [{k: v for k, v in p.items() if v is not None} for p in content or []]
 
 
-class WeightedLossTrainer(Trainer):
+class WeightedLossTrainer(SamplerTrainer):
     """Next-token cross-entropy averaged with the collator's per-token ``loss_weights``."""
 
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, **kwargs: Any):
@@ -133,11 +147,16 @@ def train_sft(config: SFTConfig) -> Path:
         warmup_steps=config.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
         gradient_accumulation_steps=config.gradient_accumulation_steps,
     )
+    sampler = None
+    if config.group_by_length:
+        lengths = dataset.visual_tokens(VisionGrid.from_processor(processor))
+        sampler = LengthGroupedSampler(args.train_batch_size * args.gradient_accumulation_steps, lengths=lengths)
     trainer = WeightedLossTrainer(
         model=model,
         args=args,
         train_dataset=dataset,
         data_collator=ChatCollator(processor, call_weight=config.call_weight, crop_weight=config.crop_weight),
+        train_sampler=sampler,
     )
     resumed_from = last_checkpoint(out)
     started = time.perf_counter()

@@ -3,11 +3,12 @@
     python benchmarks/batch_padding.py --config configs/ground.toml --model runs/pipeline/base/final
 
 Draws ``--n`` training conversations as the base trainer does (``ViewDataset`` of the config, at
-the end of its curriculum), batches them as the trainer does (random order, ``batch_size`` each) and
-as a length-grouped sampler would (each pool of ``--pool`` conversations sorted by length, then cut
-into batches), and times one forward and backward pass per batch (collation included) on the model.
-Prints, as JSON, the share of padded positions and the seconds per step of each batching, and the
-grouped/random ratio: one run, so compare the ratios, not the seconds.
+the end of its curriculum), in random batches of ``batch_size`` (``length_pool = 0``) and as the
+trainer's ``PooledLengthSampler`` batches them (``length_pool = --pool``: each pool of drawn examples
+sorted by the size of its views, then cut into batches), and times one forward and backward pass per
+batch (collation included) on the model. Prints, as JSON, the share of padded positions and the
+seconds per step of each batching, and the grouped/random ratio: one run, so compare the ratios,
+not the seconds.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch
 from transformers import AutoModelForImageTextToText
 
 from awares.models import load_processor
-from awares.train.base import BaseTrainConfig, ViewDataset, training_records
+from awares.train.base import BaseTrainConfig, PooledLengthSampler, ViewDataset, training_records
 from awares.train.collate import ChatCollator
 
 
@@ -40,15 +41,6 @@ def timed(model, collator: ChatCollator, batches: list[list]) -> dict[str, float
     return {"seconds_per_step": (time.perf_counter() - started) / len(batches), "padding": 1 - real / positions}
 
 
-def grouped(conversations: list[list], lengths: list[int], pool: int, batch_size: int) -> list[list]:
-    """Batches cut from each ``pool`` of conversations sorted by length."""
-    batches = []
-    for start in range(0, len(conversations), pool):
-        order = sorted(range(start, min(start + pool, len(conversations))), key=lambda i: lengths[i])
-        batches += [[conversations[i] for i in order[j : j + batch_size]] for j in range(0, len(order), batch_size)]
-    return batches
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/ground.toml", help="a base-training TOML")
@@ -58,23 +50,22 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     config = BaseTrainConfig.from_toml(args.config)
+    size = config.batch_size
     with tempfile.TemporaryDirectory() as tmp:
-        dataset = ViewDataset(training_records(config, Path(tmp)), config)
+        records = random.Random(args.seed).sample(training_records(config, Path(tmp)), args.n)
+        dataset = ViewDataset(records, config)
         dataset.progress = 1.0  # the view mix after any curriculum
-        rng = random.Random(args.seed)
-        conversations = [dataset[rng.randrange(len(dataset))] for _ in range(args.n)]
+        runs = {"random": [dataset[i] for i in range(args.n)]}
+        for pool in args.pool:
+            runs[f"grouped_{pool}"] = [dataset[d] for d in PooledLengthSampler(dataset, size, pool, args.seed)]
     processor = load_processor(args.model)
     collator = ChatCollator(processor)
     model = AutoModelForImageTextToText.from_pretrained(args.model, dtype=torch.float32)
-    lengths = [len(collator([c])["input_ids"][0]) for c in conversations]
-    size = config.batch_size
-    timed(model, collator, [conversations[:size]])  # warm-up
+    timed(model, collator, [runs["random"][:size]])  # warm-up
     report = {"config": args.config, "model": args.model, "n": args.n, "batch_size": size}
-    report["random"] = timed(model, collator, [conversations[i : i + size] for i in range(0, args.n, size)])
-    for pool in args.pool:
-        result = timed(model, collator, grouped(conversations, lengths, pool, size))
-        ratio = result["seconds_per_step"] / report["random"]["seconds_per_step"]
-        report[f"grouped_{pool}"] = {**result, "ratio_to_random": ratio}
+    for name, conversations in runs.items():
+        report[name] = timed(model, collator, [conversations[i : i + size] for i in range(0, args.n, size)])
+        report[name]["ratio_to_random"] = report[name]["seconds_per_step"] / report["random"]["seconds_per_step"]
     print(json.dumps(report, indent=2))
 
 

@@ -155,9 +155,13 @@ def test_pooled_length_sampler_batches_views_of_similar_size(tmp_path):
     assert padding(batches) < 0.5 * padding([shuffled[i : i + 8] for i in range(0, 64, 8)])
 
 
-def test_length_pool_trains_and_must_fill_whole_batches(tmp_path):
-    log = json.loads((train_base(_small_run(tmp_path, length_pool=4, max_steps=3)) / "train_log.json").read_text())
-    assert log["config"]["length_pool"] == 4 and [e["step"] for e in log["log_history"] if "loss" in e] == [1, 2, 3]
+def test_length_pool_trains_resumes_and_must_fill_whole_batches(tmp_path):
+    config = _small_run(tmp_path, length_pool=4, save_steps=2)
+    log = json.loads((train_base(config) / "train_log.json").read_text())
+    assert log["config"]["length_pool"] == 4 and [e["step"] for e in log["log_history"] if "loss" in e] == [1, 2]
+    config.max_steps = 3
+    log = json.loads((train_base(config) / "train_log.json").read_text())  # resumes from checkpoint-2
+    assert log["resumed_from"] == "checkpoint-2" and [e["step"] for e in log["log_history"] if "loss" in e] == [1, 2, 3]
     (tmp_path / "base.toml").write_text("batch_size = 8\nlength_pool = 12\n")
     with pytest.raises(ConfigError, match=r"length_pool must be 0 or a multiple of batch_size \(8\), not 12"):
         BaseTrainConfig.from_toml(tmp_path / "base.toml")

@@ -112,11 +112,13 @@ GRPO_ABLATION_KEYS = {
     "grpo-area-cost-0.5.toml": {"area_cost": 0.5},
     "grpo-kl-0.2.toml": {"beta": 0.2},
     "grpo-evidence-0.5.toml": {"evidence_penalty": 0.5},
+    "grpo-seed-1.toml": {"seed": 1},
 }
 ABLATIONS = {
     "grpo-area-cost-0.5.toml": GRPOConfig,
     "grpo-kl-0.2.toml": GRPOConfig,
     "grpo-evidence-0.5.toml": GRPOConfig,
+    "grpo-seed-1.toml": GRPOConfig,
     "grounding.toml": PipelineConfig,
     "grounding-warmup.toml": PipelineConfig,
     "grounding-warmup-long.toml": PipelineConfig,

@@ -7,6 +7,7 @@ from transformers import AutoModelForImageTextToText
 from awares.crops import low_res_view
 from awares.curate import ImageStore, trajectory
 from awares.data.synthetic import generate
+from awares.errors import ConfigError
 from awares.models import load_processor
 from awares.runtime import Engine, RuntimeConfig
 from awares.train.collate import ChatCollator
@@ -75,6 +76,12 @@ def test_the_evidence_term_is_scored_only_when_asked_for(backend):
     parts, total = score(rollouts, [prompt], 2, GRPOConfig(evidence_penalty=0.5))
     assert set(parts) == {"correct", "cost", "format", "evidence"}
     assert torch.equal(total, sum(parts.values()))
+
+
+def test_the_evidence_term_refuses_prompts_without_boxes(tmp_path, prompts):
+    config = GRPOConfig(data=str(prompts), model="unused", output_dir=str(tmp_path), evidence_penalty=0.5)
+    with pytest.raises(ConfigError, match="evidence_penalty needs the oracle's boxes"):
+        train_grpo(config)
 
 
 def test_config_choices_are_checked_when_the_config_is_made(tmp_path):

@@ -225,6 +225,11 @@ def train_grpo(config: GRPOConfig) -> Path:
     set_seed(config.seed)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     prompts = PromptSet(config.data)
+    if config.evidence_penalty and not any(r.get("boxes") for r in prompts.rows):
+        raise ConfigError(
+            f"evidence_penalty needs the oracle's boxes in the prompt rows (`boxes`); {config.data} has none: "
+            "re-run `awares curate` with the same --out to merge them in"
+        )
     processor = load_processor(config.model)
     policy = load_trainable(config.model, config)
     reference = None

@@ -12,7 +12,7 @@ from .geometry import (
     low_res_size,
     low_res_view,
 )
-from .mapping import CropSelection, boxes_to_crops, coverage, iou_crops
+from .mapping import HIT_COVERAGE, CropSelection, boxes_to_crops, coverage, covers_evidence, iou_crops
 from .tokens import MAX_ASPECT_RATIO, VisionGrid
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "CROP_IDS",
     "CROP_NAMES",
     "DEFAULT_MIN_CROP_SIDE",
+    "HIT_COVERAGE",
     "MAX_ASPECT_RATIO",
     "MIN_VIEW_SIDE",
     "Box",
@@ -27,6 +28,7 @@ __all__ = [
     "VisionGrid",
     "boxes_to_crops",
     "coverage",
+    "covers_evidence",
     "crop_box",
     "extract_crops",
     "iou_crops",

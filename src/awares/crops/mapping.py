@@ -92,6 +92,23 @@ def coverage(
     return float(area[membership.any(axis=0) & evidence].sum() / area[evidence].sum())
 
 
+# A call "hits" the evidence when its crops cover at least this share of the evidence area: the
+# evaluation's ``evidence_hit_rate`` and GRPO's optional evidence term use the same rule.
+HIT_COVERAGE = 0.9
+
+
+def covers_evidence(
+    boxes: Sequence[Box | tuple[int, int, int, int]],
+    crop_ids: Sequence[str],
+    width: int,
+    height: int,
+    min_side: int = DEFAULT_MIN_CROP_SIDE,
+    threshold: float = HIT_COVERAGE,
+) -> bool:
+    """Whether the crops ``crop_ids`` cover at least ``threshold`` of the evidence ``boxes``."""
+    return coverage(boxes, crop_ids, width, height, min_side) >= threshold
+
+
 def iou_crops(
     box: Box, width: int, height: int, threshold: float = 0.5, min_side: int = DEFAULT_MIN_CROP_SIDE
 ) -> tuple[str, ...]:

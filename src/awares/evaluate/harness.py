@@ -11,7 +11,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from ..crops import boxes_to_crops, coverage
+from ..crops import boxes_to_crops, covers_evidence
 from ..data import Record
 from ..data.records import check_evidence
 from ..errors import AwaresError, InputError
@@ -60,12 +60,12 @@ def oracle_crops(record: Record, size: tuple[int, int]) -> tuple[str, ...]:
     return boxes_to_crops(record.evidence_boxes(), *size).crop_ids
 
 
-def evidence_hit(record: Record, result: Result, min_crop_side: int, threshold: float = 0.9) -> bool | None:
-    """Whether the crops of a call cover at least ``threshold`` of the evidence area; None without
-    a call or without evidence."""
+def evidence_hit(record: Record, result: Result, min_crop_side: int) -> bool | None:
+    """Whether the crops of a call cover the evidence (``covers_evidence``); None without a call or
+    without evidence."""
     if not result.crops or not record.evidence:
         return None
-    return coverage(record.evidence_boxes(), result.crops, *result.image_size, min_side=min_crop_side) >= threshold
+    return covers_evidence(record.evidence_boxes(), result.crops, *result.image_size, min_crop_side)
 
 
 def run_policy(

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..crops import DEFAULT_MIN_CROP_SIDE, coverage
+from ..crops import DEFAULT_MIN_CROP_SIDE, HIT_COVERAGE, covers_evidence
 from ..curate.judge import Judge, RuleJudge
 
 CostMode = Literal["area", "per-crop", "tokens"]
@@ -78,14 +78,14 @@ class FormatReward:
 
 @dataclass
 class EvidenceReward:
-    """``-penalty`` for a call whose crops cover less than ``min_coverage`` of the oracle's evidence
-    boxes (the evaluation's ``evidence_hit_rate`` rule); 0 for answers and samples without boxes.
+    """``-penalty`` for a call whose crops miss the oracle's evidence boxes (``covers_evidence``, the
+    evaluation's ``evidence_hit_rate`` rule); 0 for answers and samples without boxes.
 
     Not in the paper: its cost alone prices a crop that clips the evidence like the evidence's own
     cover whenever the answer survives the clipping."""
 
     penalty: float = 0.5
-    min_coverage: float = 0.9
+    min_coverage: float = HIT_COVERAGE
     min_crop_side: int = DEFAULT_MIN_CROP_SIDE
 
     def __call__(
@@ -96,8 +96,8 @@ class EvidenceReward:
         image_size: list[tuple[int, int]],
         **_: Any,
     ) -> list[float]:
-        side = self.min_crop_side
+        side, share = self.min_crop_side, self.min_coverage
         return [
-            -self.penalty if ids and found and coverage(found, ids, *size, side) < self.min_coverage else 0.0
+            -self.penalty if ids and found and not covers_evidence(found, ids, *size, side, share) else 0.0
             for ids, found, size in zip(crops, boxes, image_size)
         ]

@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 from transformers import AutoModelForImageTextToText, SchedulerType, TrainerCallback, set_seed
 
-from ..crops import Box, boxes_to_crops, crop_box, extract_crops, low_res_size, low_res_view
+from ..crops import Box, boxes_to_crops, crop_box, low_res_size, low_res_view
 from ..data import Record, read_jsonl
 from ..data.sources import synthetic_dir
 from ..data.synthetic import corpus
@@ -199,10 +199,8 @@ class ViewDataset(Dataset):
             return conversation(low_res_view(image), GROUND_QUESTION, ", ".join(crop_ids))
         if draw.view == "low":
             image = low_res_view(image)
-        elif draw.view == "crop":
-            image = extract_crops(image, [draw.crop_id])[0]
-        elif draw.view == "zoom":
-            image = image.crop(zoom_box(record.evidence_boxes(), *image.size, draw.zoom_cells).as_tuple())
+        elif box := view_box(draw, *image.size):
+            image = image.crop(box.as_tuple())
         return conversation(image, record.question, record.answers[0])
 
     def __getitem__(self, key: int | Draw) -> list[Message]:
@@ -219,17 +217,22 @@ class GroundingDataset(ViewDataset):
         return Draw(self.detail[index], "ground")
 
 
+def view_box(draw: Draw, width: int, height: int) -> Box | None:
+    """The part of the ``width`` x ``height`` image a crop or zoom view shows; None for the others."""
+    if draw.view == "crop":
+        return crop_box(draw.crop_id, width, height)
+    if draw.view == "zoom":
+        return zoom_box(draw.record.evidence_boxes(), width, height, draw.zoom_cells)
+    return None
+
+
 def view_pixels(draw: Draw) -> int:
     """Pixels of the view ``draw`` shows (its visual tokens, up to the processor's grid): a length to
     sort by, from the image file's header alone."""
     width, height = image_size(draw.record.image)
     if draw.view in ("ground", "low"):
         width, height = low_res_size(width, height)
-    elif draw.view == "crop":
-        box = crop_box(draw.crop_id, width, height)
-        width, height = box.width, box.height
-    elif draw.view == "zoom":
-        box = zoom_box(draw.record.evidence_boxes(), width, height, draw.zoom_cells)
+    elif box := view_box(draw, width, height):
         width, height = box.width, box.height
     return width * height
 

@@ -17,15 +17,11 @@ from transformers import AutoModelForImageTextToText, Trainer, TrainingArguments
 from ..errors import ConfigError
 
 
-def read_toml(path: str | Path) -> dict[str, Any]:
-    """The keys of the TOML file ``path``. ``extends = "other.toml"`` (relative to the file) starts
-    from that file's keys, and each key set here replaces the other's whole (a table too), so an
-    ablation states only what it changes. A missing or unreadable file, or a loop, is a ``ConfigError``."""
-    return {key: value for key, (value, _) in _read_extended(Path(path)).items()}
-
-
 def _read_extended(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, tuple[Any, Path]]:
-    """``read_toml``'s keys, each with the file that set it (for errors that name the right file)."""
+    """The keys of the TOML file ``path``, each with the file that set it (for errors that name the
+    right file). ``extends = "other.toml"`` (relative to the file) starts from that file's keys, and
+    each key set here replaces the other's whole (a table too), so an ablation states only what it
+    changes. A missing or unreadable file, or a loop, is a ``ConfigError``."""
     try:
         data = tomllib.loads(path.read_text())
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
@@ -47,7 +43,7 @@ class TomlConfig:
 
     @classmethod
     def from_toml(cls, path: str | Path):
-        """The config in ``path`` (see ``read_toml`` for ``extends``); a file that is missing, not TOML,
+        """The config in ``path`` (see ``_read_extended`` for ``extends``); a file that is missing, not TOML,
         names unknown keys or holds a bad value raises ``ConfigError`` (the CLI exits 2 with its message)."""
         entries = _read_extended(Path(path))
         known = {f.name for f in fields(cls)}

@@ -66,3 +66,16 @@ def test_a_batch_the_processes_cannot_share_is_refused(monkeypatch):
     assert per_process(8, "batch_size") == 4
     with pytest.raises(ConfigError, match="cannot be shared evenly by 2 processes"):
         per_process(3, "batch_size")
+
+
+def test_the_cli_ends_the_process_group_a_launcher_set_up_also_on_an_error(tmp_path):
+    # Left to interpreter exit, gloo's threads can abort a finished run (SIGABRT, exit code -6).
+    import torch.distributed as dist
+
+    from awares.cli import main
+
+    for args, code in ((["synth", "--split", "test", "--n", "1", "--out", str(tmp_path / "synth")], 0),
+                       (["ask", str(tmp_path / "nowhere.png"), "q"], 2)):  # fmt: skip
+        dist.init_process_group("gloo", init_method=f"file://{tmp_path / f'store{code}'}", rank=0, world_size=1)
+        assert main(args) == code
+        assert not dist.is_initialized()

@@ -445,6 +445,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _end_process_group() -> None:
+    """Destroy the process group that a multi-process run (``torchrun``, ``accelerate launch``) set up.
+    Left to interpreter exit, gloo's worker threads can abort the process after training has finished
+    ("terminate called without an active exception", SIGABRT; pytorch/pytorch#190489)."""
+    distributed = sys.modules.get("torch.distributed")  # not imported: no group to end
+    if distributed is not None and distributed.is_available() and distributed.is_initialized():
+        distributed.destroy_process_group()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -452,6 +461,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AwaresError as err:
         print(f"awares: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        _end_process_group()
     return 0
 
 

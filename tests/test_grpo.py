@@ -271,3 +271,18 @@ def test_prompt_draws_are_seeded_and_balanced_on_request(tmp_path):
     mixed = prompt_set.sample(8, seed=3, balance=False)
     assert mixed == prompt_set.sample(8, seed=3, balance=False) != prompt_set.sample(8, seed=4, balance=False)
     assert len({p["id"] for p in mixed}) == 8  # the curated mix, drawn without replacement
+
+
+def test_the_command_line_seed_replaces_the_configs_zero_included(tmp_path, tiny_dir, prompts, capsys):
+    from awares.cli import main
+
+    path = tmp_path / "grpo.toml"
+    path.write_text("seed = 5\nmax_steps = 1\nprompts_per_step = 2\ngroup_size = 2\nmax_new_tokens = 6\n")
+    for seed in ("0", "7"):
+        out = tmp_path / f"seed{seed}"
+        args = ["train", "grpo", str(path), "--data", str(prompts), "--model", str(tiny_dir), "--output-dir", str(out)]
+        assert main([*args, "--seed", seed]) == 0
+        assert json.loads((out / "final" / "train_log.json").read_text())["config"]["seed"] == int(seed)
+    with pytest.raises(SystemExit):  # argparse: a usage error, exit status 2
+        main([*args, "--seed", "-1"])
+    assert "--seed" in capsys.readouterr().err

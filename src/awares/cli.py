@@ -36,6 +36,7 @@ def _number(kind: type, low: float | None = None, high: float | None = None, low
 POSITIVE = _number(int, 1)
 FRACTION = _number(float, 0.0, 1.0)  # [0, 1]
 SCALE = _number(float, 0.0, 1.0, low_open=True)  # (0, 1]
+SEED_HELP = "the run's seed instead of the config's (views, batches, rollouts): repeat a recipe over seeds"
 
 
 def _model_dir(args: argparse.Namespace, policy: str) -> Path:
@@ -141,7 +142,7 @@ def cmd_train_base(args: argparse.Namespace) -> None:
     from .train.base import BaseTrainConfig, train_base
 
     config = BaseTrainConfig.load(args.config, output_dir=args.output_dir, init=args.init, max_steps=args.max_steps)
-    print(train_base(config))
+    print(train_base(_seeded(config, args)))
 
 
 def _records(args: argparse.Namespace, data: str | None = None, out: str | None = None, task: str | None = None):
@@ -173,9 +174,14 @@ def _records(args: argparse.Namespace, data: str | None = None, out: str | None 
     return records
 
 
+def _seeded(config: Any, args: argparse.Namespace) -> Any:
+    """``config`` with ``--seed`` on top, when given (0 included)."""
+    return config if args.seed is None else config.with_values({"seed": args.seed}, "--seed")
+
+
 def _stage_config(cls: Any, args: argparse.Namespace) -> Any:
-    """A training config from ``args.config`` (TOML) with --data, --model and --output-dir on top."""
-    return cls.load(args.config, data=args.data, model=args.model, output_dir=args.output_dir)
+    """A training config from ``args.config`` (TOML) with --data, --model, --output-dir and --seed on top."""
+    return _seeded(cls.load(args.config, data=args.data, model=args.model, output_dir=args.output_dir), args)
 
 
 def cmd_train_sft(args: argparse.Namespace) -> None:
@@ -404,6 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     base.add_argument("--output-dir")
     base.add_argument("--init", help="a trained base to train further (configs/ground.toml); default: from scratch")
     base.add_argument("--max-steps", type=int, help="stop after this many steps instead of the config's")
+    base.add_argument("--seed", type=_number(int, 0), help=SEED_HELP)
     base.set_defaults(func=cmd_train_base)
     for name, func, text in [
         ("sft", cmd_train_sft, "cold-start SFT on curated trajectories (tool-call turn weighted)"),
@@ -414,6 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
         stage.add_argument("--data", help="trajectories.jsonl from `awares curate`")
         stage.add_argument("--model", help="checkpoint to start from")
         stage.add_argument("--output-dir")
+        stage.add_argument("--seed", type=_number(int, 0), help=SEED_HELP)
         stage.set_defaults(func=func)
 
     pipe = sub.add_parser("pipeline", help="every stage in order: base, ground, curate, SFT, GRPO, eval (resumable)")

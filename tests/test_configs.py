@@ -113,12 +113,14 @@ GRPO_ABLATION_KEYS = {
     "grpo-kl-0.2.toml": {"beta": 0.2},
     "grpo-evidence-0.5.toml": {"evidence_penalty": 0.5},
     "grpo-seed-1.toml": {"seed": 1},
+    "grpo-lr-3e-5.toml": {"learning_rate": 3e-5},
 }
 ABLATIONS = {
     "grpo-area-cost-0.5.toml": GRPOConfig,
     "grpo-kl-0.2.toml": GRPOConfig,
     "grpo-evidence-0.5.toml": GRPOConfig,
     "grpo-seed-1.toml": GRPOConfig,
+    "grpo-lr-3e-5.toml": GRPOConfig,
     "grounding.toml": PipelineConfig,
     "grounding-warmup.toml": PipelineConfig,
     "grounding-warmup-long.toml": PipelineConfig,

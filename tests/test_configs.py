@@ -115,6 +115,7 @@ GRPO_ABLATION_KEYS = {
     "grpo-seed-1.toml": {"seed": 1},
     "grpo-lr-3e-5.toml": {"learning_rate": 3e-5},
 }
+SFT_ABLATION_KEYS = {"sft-3-epochs.toml": {"epochs": 3.0}, "sft-freeze-vision.toml": {"freeze_vision": True}}
 ABLATIONS = {
     "grpo-area-cost-0.5.toml": GRPOConfig,
     "grpo-kl-0.2.toml": GRPOConfig,
@@ -128,6 +129,7 @@ ABLATIONS = {
     "grounding-after-short.toml": PipelineConfig,
     "grounding-plain-init.toml": BaseTrainConfig,
     "sft-3-epochs.toml": SFTConfig,
+    "sft-freeze-vision.toml": SFTConfig,
     "length-grouped.toml": PipelineConfig,
 }
 # configs/ablations/length-grouped.toml: configs/pipeline.toml's stages with these keys set
@@ -142,9 +144,9 @@ def test_ablation_configs_load(path):
         shipped = GRPOConfig.from_toml(ROOT / "configs/grpo.toml")
         assert config.on_malformed == "answer" and config != shipped
         assert config == replace(shipped, **GRPO_ABLATION_KEYS[path.name])
-    elif isinstance(config, SFTConfig):  # configs/sft.toml but for the epochs
+    elif isinstance(config, SFTConfig):  # configs/sft.toml but for the keys it names
         shipped = SFTConfig.from_toml(ROOT / "configs/sft.toml")
-        assert 2 * config.epochs == shipped.epochs and replace(config, epochs=shipped.epochs) == shipped
+        assert config != shipped and config == replace(shipped, **SFT_ABLATION_KEYS[path.name])
     elif path.name == "length-grouped.toml":
         shipped = PipelineConfig.from_toml(ROOT / "configs/pipeline.toml")
         assert replace(config, out_dir=shipped.out_dir, overrides={}) == shipped

@@ -15,7 +15,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from awares.crops import boxes_to_crops, coverage
+from awares.crops import boxes_to_crops, covers_evidence
 from awares.data.synthetic import SPLIT_OFFSETS, code_box, make_sample
 from awares.jsonl import rows
 
@@ -32,7 +32,7 @@ def main() -> None:
             continue
         index = int(row["id"].rsplit("-", 1)[1])
         (plate,) = make_sample(SPLIT_OFFSETS[args.split] + index).evidence
-        hit = coverage([code_box(plate)], row["crops"], *row["image_size"]) >= 0.9
+        hit = covers_evidence([code_box(plate)], row["crops"], *row["image_size"])
         calls, hits = calls + 1, hits + hit
         oracle = boxes_to_crops([plate], *row["image_size"]).crop_ids
         if tuple(row["crops"]) != oracle:

@@ -22,7 +22,7 @@ import math
 
 from PIL import Image
 
-from awares.crops import VisionGrid, boxes_to_crops, coverage, extract_crops, low_res_view
+from awares.crops import HIT_COVERAGE, VisionGrid, boxes_to_crops, covers_evidence, extract_crops, low_res_view
 from awares.data.synthetic import code_box, generate
 from awares.models import default_base_dir, load_processor
 
@@ -74,8 +74,8 @@ def main() -> None:
             continue
         (box,) = sample.evidence
         plate_ids = boxes_to_crops([box], *image.size).crop_ids
-        code_ids = boxes_to_crops([code_box(box)], *image.size, min_coverage=0.9).crop_ids
-        both += coverage([box], code_ids, *image.size) >= 0.9  # the code's crops already cover the plate
+        code_ids = boxes_to_crops([code_box(box)], *image.size, min_coverage=HIT_COVERAGE).crop_ids
+        both += covers_evidence([box], code_ids, *image.size)  # the code's crops already cover the plate
         plate_cost, code_cost = (crop_tokens(grid, image, ids) / full for ids in (plate_ids, code_ids))
         plate.append(plate_cost)
         code.append(min(code_cost, plate_cost))

@@ -1,19 +1,22 @@
-"""Latency per policy, and turn-2 time with and without KV-cache reuse, as ratios measured in one run.
+"""Latency and accuracy per policy, per bucket of full-image tokens, as ratios measured in one run.
 
-    python benchmarks/latency.py [--model DIR] [--baseline-model DIR] [--data synthetic:test:64]
-                                 [--out runs/bench/latency.json]
+    python benchmarks/latency.py [--model DIR] [--baseline-model DIR] [--data synthetic:large:64]
+                                 [--buckets 400,800,1200,1600] [--out runs/bench/latency.json]
 
 ``crops`` (AwaRes) runs on ``--model`` (default: the shipped policy), ``full`` and ``low`` on
-``--baseline-model`` (default: the shipped base VLM). Every request runs alone (batch size 1), after
-a warm-up request per model, and the policies take turns on each sample so that a change in machine
-load hits all of them alike. Turn 2 is timed wherever the policy calls the tool: ``extend`` (prefill
-only the new tokens on the turn-1 cache, encode only the crops) against ``generate`` on the whole
-two-turn conversation from scratch. Greedy decoding, so both produce the same answer.
+``--baseline-model`` (default: the shipped base VLM). Every request runs alone (batch size 1), on an
+image already decoded, after a warm-up request per model; the policies take turns on each sample so
+that a change in machine load hits all of them alike. Each policy's exact-match accuracy is measured
+on the same answers that were timed, so no speed-up hides a loss. For the tool calls it counts the
+model's forward passes in turn 1 (prefill plus decoding steps). Turn 2 is timed wherever the policy
+calls the tool: ``extend`` (prefill only the new tokens on the turn-1 cache, encode only the crops)
+against ``generate`` on the whole two-turn conversation from scratch. Greedy decoding throughout.
 """
 
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import statistics
 import time
@@ -23,10 +26,13 @@ import torch
 
 from awares.crops import extract_crops, low_res_view
 from awares.data import resolve
+from awares.evaluate.metrics import exact_match
 from awares.images import load_image
 from awares.models import HFBackend, default_model_dir
 from awares.protocol import SYSTEM_PROMPT, CropCall, parse_response, turn1_messages, turn2_messages
 from awares.runtime import Engine, RuntimeConfig
+
+POLICIES = ("full", "low", "crops")
 
 
 def timed(call, *args, **kwargs):
@@ -35,36 +41,88 @@ def timed(call, *args, **kwargs):
     return out, time.perf_counter() - start
 
 
+class PassCounter:
+    """Counts the forward passes of ``backend``'s model in its latest ``generate`` call (turn 1)."""
+
+    def __init__(self, backend: HFBackend):
+        self.count = self.last = 0
+        backend.model.register_forward_pre_hook(self._tick)
+        generate = backend.generate
+
+        def counted(*args, **kwargs):
+            before = self.count
+            turn = generate(*args, **kwargs)
+            self.last = self.count - before
+            return turn
+
+        backend.generate = counted
+
+    def _tick(self, *_):
+        self.count += 1
+
+
+def bucket_names(edges: list[int]) -> list[str]:
+    bounds = [0, *edges]
+    return [f"{lo + 1}-{hi}" for lo, hi in zip(bounds, bounds[1:])] + [f">{edges[-1]}"]
+
+
+def summarize(rows: list[dict]) -> dict:
+    mean = {p: statistics.fmean(r["seconds"][p] for r in rows) for p in POLICIES}
+    calls = [r["turn1_passes"] for r in rows if r["turn1_passes"] is not None]
+    return {
+        "samples": len(rows),
+        "full_tokens": [min(r["full_tokens"] for r in rows), max(r["full_tokens"] for r in rows)],
+        "mean_s": mean,
+        "median_s": {p: statistics.median(r["seconds"][p] for r in rows) for p in POLICIES},
+        "accuracy": {p: 100 * statistics.fmean(r["correct"][p] for r in rows) for p in POLICIES},
+        "rtr_crops": statistics.fmean(r["rtr_crops"] for r in rows),
+        "crops_over_full": mean["crops"] / mean["full"],
+        "low_over_full": mean["low"] / mean["full"],
+        "calls": len(calls),
+        "turn1_passes_per_call": statistics.fmean(calls) if calls else None,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(default_model_dir("crops")), help="the AwaRes policy")
     parser.add_argument("--baseline-model", default=str(default_model_dir("full")), help="for full and low")
-    parser.add_argument("--data", default="synthetic:test:64")
+    parser.add_argument("--data", default="synthetic:large:64")
+    parser.add_argument("--buckets", default="400,800,1200,1600", help="upper edges of full-image token buckets")
     parser.add_argument("--max-new-tokens", type=int, default=16)
+    parser.add_argument("--no-jump-forward", action="store_true", help="decode tool calls token by token")
     parser.add_argument("--out", default="runs/bench/latency.json")
     args = parser.parse_args()
+    edges = [int(e) for e in args.buckets.split(",")]
 
-    config = RuntimeConfig(max_new_tokens=args.max_new_tokens, batch_size=1)
+    config = RuntimeConfig(max_new_tokens=args.max_new_tokens, batch_size=1, jump_forward=not args.no_jump_forward)
     backend = HFBackend.load(args.model)
+    passes = PassCounter(backend)
     engines = {"crops": Engine(backend, config)}
     engines["full"] = engines["low"] = Engine(HFBackend.load(args.baseline_model), config)
     records, _ = resolve(args.data)
     images = {r.id: load_image(r.image) for r in records}
 
+    rows = []
     with torch.inference_mode():
-        for policy in ("full", "crops"):  # warm-up
+        for policy in POLICIES:  # warm-up
             engines[policy].answer(images[records[0].id], records[0].question, policy)
-        seconds: dict[str, list[float]] = {policy: [] for policy in engines}
         for r in records:
-            for policy, engine in engines.items():
-                seconds[policy].append(timed(engine.answer, images[r.id], r.question, policy)[1])
-        policies = {p: {"mean_s": statistics.fmean(s), "median_s": statistics.median(s)} for p, s in seconds.items()}
+            row = {"id": r.id, "seconds": {}, "correct": {}, "turn1_passes": None}
+            for policy, engine in ((p, engines[p]) for p in POLICIES):
+                result, row["seconds"][policy] = timed(engine.answer, images[r.id], r.question, policy)
+                row["correct"][policy] = exact_match(result.answer, r.answers)
+                if policy == "crops":
+                    row["full_tokens"], row["rtr_crops"] = result.tokens.full, result.rtr
+                    if result.parse_status == "call":
+                        row["turn1_passes"] = passes.last
+            rows.append(row)
 
         reuse, scratch = [], []
         for record in records:
             image = images[record.id]
             turn1 = turn1_messages(low_res_view(image), record.question, SYSTEM_PROMPT)
-            first = backend.generate([turn1], max_new_tokens=args.max_new_tokens)
+            first = backend.generate([turn1], max_new_tokens=args.max_new_tokens, jump_forward=config.jump_forward)
             call = parse_response(first.texts[0])
             if not isinstance(call, CropCall):
                 continue
@@ -72,29 +130,37 @@ def main() -> None:
             _, seconds = timed(backend.extend, first.session, [0], [conversation], max_new_tokens=args.max_new_tokens)
             reuse.append(seconds)
             scratch.append(timed(backend.generate, [conversation], max_new_tokens=args.max_new_tokens)[1])
-        if not reuse:
-            raise SystemExit(f"{args.model} never called the tool on {args.data}: no turn 2 to time")
 
+    names = bucket_names(edges)
+    buckets: dict[str, list[dict]] = {}
+    for row in rows:
+        buckets.setdefault(names[bisect.bisect_left(edges, row["full_tokens"])], []).append(row)
     result = {
         "model": args.model,
         "baseline_model": args.baseline_model,
         "data": args.data,
-        "samples": len(records),
+        "jump_forward": config.jump_forward,
         "device": str(backend.device),
         "threads": torch.get_num_threads(),
-        "policies": policies,
-        "latency_ratio_crops_over_full": policies["crops"]["mean_s"] / policies["full"]["mean_s"],
+        "all": summarize(rows),
+        "buckets": {name: summarize(buckets[name]) for name in names if name in buckets},
         "turn2": {
             "samples": len(reuse),
-            "kv_reuse_mean_s": statistics.fmean(reuse),
-            "from_scratch_mean_s": statistics.fmean(scratch),
-            "ratio_reuse_over_scratch": statistics.fmean(reuse) / statistics.fmean(scratch),
+            "kv_reuse_mean_s": statistics.fmean(reuse) if reuse else None,
+            "from_scratch_mean_s": statistics.fmean(scratch) if scratch else None,
+            "ratio_reuse_over_scratch": statistics.fmean(reuse) / statistics.fmean(scratch) if reuse else None,
         },
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    print(json.dumps({k: v for k, v in result.items() if k != "buckets"}, indent=2))
+    for name, b in result["buckets"].items():
+        print(
+            f"{name:>10} n={b['samples']:3d}  crops/full {b['crops_over_full']:.2f}  low/full {b['low_over_full']:.2f}"
+            f"  acc full {b['accuracy']['full']:.1f} low {b['accuracy']['low']:.1f} crops {b['accuracy']['crops']:.1f}"
+            f"  rtr {b['rtr_crops']:.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from typing import Any
 
 from .crops import CROP_IDS
 from .data.benchmarks import TASKS
+from .data.synthetic import SPLIT_OFFSETS
 from .errors import AwaresError, InputError
 from .images import load_image
 from .runtime import POLICIES, Engine, Result, RuntimeConfig
@@ -55,7 +56,7 @@ def _engine(args: argparse.Namespace, model_dir: Path) -> Engine:
             raise InputError("--backend openai needs --url and --served-model")
         backend = OpenAIBackend.connect(args.url, args.served_model, args.processor or model_dir)
     else:
-        backend = HFBackend.load(model_dir, device=args.device, dtype=args.dtype)
+        backend = HFBackend.load(model_dir, device=args.device, dtype=args.dtype, jump_forward=not args.no_jump_forward)
     config = RuntimeConfig(
         max_new_tokens=args.max_new_tokens,
         low_res_scale=args.low_res_scale,
@@ -323,6 +324,11 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
         "--max-question-tokens", type=POSITIVE, default=1024, help="longer questions are refused (default 1024)"
     )
     parser.add_argument("--strict", action="store_true", help="accept only the exact documented tool-call form")
+    parser.add_argument(
+        "--no-jump-forward",
+        action="store_true",
+        help="hf backend: decode a tool call token by token instead of appending its fixed syntax in one pass",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -397,7 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
     cur.set_defaults(func=cmd_curate)
 
     synth = sub.add_parser("synth", help="export a split of the synthetic benchmark (JSONL + images)")
-    synth.add_argument("--split", choices=["train", "val", "test"], default="test")
+    synth.add_argument(
+        "--split", choices=list(SPLIT_OFFSETS), default="test", help="large, xlarge: held-out 0.3-0.45 and 0.45-1.6 MP"
+    )
     synth.add_argument("--n", type=POSITIVE, default=400)
     synth.add_argument("--detail-fraction", type=FRACTION, default=0.4)
     synth.add_argument("--out", required=True)

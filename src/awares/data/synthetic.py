@@ -11,7 +11,8 @@ their evidence box is the plate.
 Plates are placed so that each of the nine crops ``0``-``8`` is the cheapest cover of the plate
 for one ninth of the detail questions (quadrants; the centre for plates across a midline near the
 middle; a half for plates across a midline near an edge). Image sides are multiples of 112 px from
-224 to 896 (area at most 560 x 560, so aspect ratios run from 1:4 to 4:1) and plates sit on the
+224 to 896 (area at most 560 x 560, so aspect ratios run from 1:4 to 4:1; the held-out ``large`` and
+``xlarge`` splits are larger, up to 1,344 px and 1.6 MP) and plates sit on the
 28-px grid of merged tokens, so neither the full image, its half-resolution view nor any crop of the
 set is resampled by the Qwen2-VL processor: what the model sees is exactly what was drawn.
 
@@ -47,6 +48,15 @@ SHAPES = ("circle", "square", "triangle")
 SIDES = tuple(range(224, 897, 112))  # halves and quarters of every side stay on the 28-px grid
 MAX_AREA = 560 * 560  # at most 400 full-resolution tokens, as with the square sides of benchmark v3
 SIZES = tuple((w, h) for w in SIDES for h in SIDES if w * h <= MAX_AREA)
+# Held-out larger sizes, the same drawing on the processor's grid: ``large`` (0.31-0.45 MP, at most 576
+# full-image tokens, sides up to 1,008 px) and ``xlarge`` (0.45-1.6 MP, up to the released processor's
+# cap of 2,048 tokens, sides up to 1,344 px), aspect ratios up to 3:1.
+def _sizes(sides: range, low: int, high: int) -> tuple[tuple[int, int], ...]:
+    return tuple((w, h) for w in sides for h in sides if low < w * h <= high and max(w, h) <= 3 * min(w, h))
+
+
+LARGE_SIZES = _sizes(range(448, 1009, 112), MAX_AREA, 576 * 28 * 28)
+XLARGE_SIZES = _sizes(range(448, 1345, 112), 576 * 28 * 28, 2048 * 28 * 28)
 CELL = 28  # plates sit on the 28-px grid of merged tokens
 
 # The detail target: a plate of a reserved colour that differs from every background in two RGB
@@ -175,10 +185,12 @@ def plate_position(rng: random.Random, width: int, height: int, target: str) -> 
     return rng.choice(xs), rng.choice(ys)
 
 
-def make_sample(seed: int, detail_fraction: float = 0.4, sample_id: str | None = None) -> Sample:
-    """Deterministically generate the sample of ``seed``."""
+def make_sample(
+    seed: int, detail_fraction: float = 0.4, sample_id: str | None = None, sizes: tuple[tuple[int, int], ...] = SIZES
+) -> Sample:
+    """Deterministically generate the sample of ``seed``, its image size drawn from ``sizes``."""
     rng = random.Random(seed)
-    width, height = rng.choice(SIZES)
+    width, height = rng.choice(sizes)
     background = rng.choice(list(BACKGROUNDS))
     jitter = rng.randint(-6, 6)
     image = Image.new("RGB", (width, height), tuple(v + jitter for v in BACKGROUNDS[background]))
@@ -210,7 +222,8 @@ def make_sample(seed: int, detail_fraction: float = 0.4, sample_id: str | None =
     return Sample(sid, image, question, [background], [Box(0, 0, width, height)], "global", {"type": "background"})
 
 
-SPLIT_OFFSETS = {"train": 0, "val": 10_000_000, "test": 20_000_000}
+SPLIT_OFFSETS = {"train": 0, "val": 10_000_000, "test": 20_000_000, "large": 30_000_000, "xlarge": 40_000_000}
+SPLIT_SIZES = {"train": SIZES, "val": SIZES, "test": SIZES, "large": LARGE_SIZES, "xlarge": XLARGE_SIZES}
 VERSION = 4  # bump when the samples of a seed change: cached exports are keyed by it
 
 
@@ -219,4 +232,4 @@ def generate(split: str, n: int, detail_fraction: float = 0.4):
     if split not in SPLIT_OFFSETS:
         raise ValueError(f"unknown split {split!r}; choose from {', '.join(SPLIT_OFFSETS)}")
     for i in range(n):
-        yield make_sample(SPLIT_OFFSETS[split] + i, detail_fraction, sample_id=f"{split}-{i:06d}")
+        yield make_sample(SPLIT_OFFSETS[split] + i, detail_fraction, f"{split}-{i:06d}", SPLIT_SIZES[split])

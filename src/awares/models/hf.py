@@ -14,6 +14,7 @@ from transformers import AutoModelForImageTextToText, Cache
 from ..errors import InputError, ModelLoadError
 from ..protocol import Message, images_of
 from .backend import Turn
+from .decoding import CallGrammar, GreedyDecoder
 from .processor import load_processor
 
 _REQUIRED_FILES = ("config.json", "tokenizer_config.json", "preprocessor_config.json")
@@ -23,8 +24,10 @@ _REQUIRED_FILES = ("config.json", "tokenizer_config.json", "preprocessor_config.
 class Session:
     """State after a batched generation: token ids, attention mask, image grids per row and the KV cache.
 
-    ``sequences`` are prompt and generated ids (left padded); ``attention_mask`` is 0 on padding and
-    on tokens generated after a row's end of turn; the cache holds every column but the last.
+    ``sequences`` are prompt and generated ids (left padded); ``attention_mask`` is 0 on padding, on
+    tokens generated after a row's end of turn and on the holes jump-forward decoding leaves; the
+    cache holds the first columns (all but the last, or all but a call's unforwarded close), and the
+    next turn prefills the rest.
     """
 
     conversations: list[list[Message]]
@@ -63,9 +66,13 @@ def check_device(device: str) -> str:
 
 
 class HFBackend:
-    """A local Qwen2-VL / Qwen2.5-VL checkpoint run with transformers (CPU, or CUDA with bf16)."""
+    """A local Qwen2-VL / Qwen2.5-VL checkpoint run with transformers (CPU, or CUDA with bf16).
 
-    def __init__(self, model: Any, processor: Any, source: Path | None = None):
+    Greedy turns run ``GreedyDecoder``, which appends a tool call's fixed syntax in one forward pass
+    once the model has committed to a call (``jump_forward``; off: ``generate``, token by token).
+    Sampled turns always run ``generate``."""
+
+    def __init__(self, model: Any, processor: Any, source: Path | None = None, jump_forward: bool = True):
         self.model = model.eval()
         self.source = source
         self.processor = processor
@@ -75,9 +82,14 @@ class HFBackend:
         eos = model.generation_config.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos])
         self.pad_id = self.tokenizer.pad_token_id
+        self.jump_forward = jump_forward
+        self.grammar = CallGrammar.from_tokenizer(self.tokenizer)
+        self.decoder = GreedyDecoder(model, self.grammar, self.eos_ids, self._end_of_turn(), self.pad_id, self.image_token_id)
 
     @classmethod
-    def load(cls, path: str | Path, device: str | None = None, dtype: str | None = None) -> HFBackend:
+    def load(
+        cls, path: str | Path, device: str | None = None, dtype: str | None = None, jump_forward: bool = True
+    ) -> HFBackend:
         """Load the checkpoint in ``path`` (no network). ``device`` defaults to CUDA when present,
         ``dtype`` to bfloat16 on CUDA and float32 on CPU."""
         path = Path(path)
@@ -91,7 +103,7 @@ class HFBackend:
             model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch_dtype, local_files_only=True)
         except Exception as err:  # any failure to read user-supplied files is reported, not raised
             raise ModelLoadError(f"cannot load model from {path}: {err}") from err
-        return cls(model.to(device), processor, path)
+        return cls(model.to(device), processor, path, jump_forward)
 
     def describe(self) -> dict[str, Any]:
         """What identifies this model's answers: its directory, a SHA-256 of each weight file (a
@@ -102,6 +114,7 @@ class HFBackend:
             "weights": self._weight_digests,
             "dtype": str(self.model.dtype),
             "device": str(self.device),
+            "jump_forward": self.jump_forward and self.grammar is not None,
         }
 
     @functools.cached_property
@@ -117,6 +130,13 @@ class HFBackend:
     @property
     def device(self) -> torch.device:
         return self.model.device
+
+    def _end_of_turn(self) -> int:
+        """The end token the chat template closes an assistant turn with."""
+        reply = {"role": "assistant", "content": [{"type": "text", "text": "a"}]}
+        text = self._prompt([{"role": "user", "content": [{"type": "text", "text": "q"}]}, reply], generation=False)
+        ids = self.tokenizer(text, add_special_tokens=False).input_ids
+        return next((i for i in reversed(ids) if i in self.eos_ids), min(self.eos_ids))
 
     def _prompt(self, messages: list[Message], generation: bool = True) -> str:
         return self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation)
@@ -205,6 +225,13 @@ class HFBackend:
         max_new_tokens: int,
         sampling: dict[str, Any],
     ) -> Turn:
+        if self.jump_forward and all(key == "do_sample" and not value for key, value in sampling.items()):
+            decoded = self.decoder.decode(inputs, max_new_tokens)
+            texts = [self.tokenizer.decode(ids, skip_special_tokens=True) for ids in decoded.generated]
+            session = Session(
+                conversations, decoded.sequences, decoded.attention_mask, grids, decoded.cache, decoded.ended
+            )
+            return Turn(texts, decoded.generated, session)
         with torch.inference_mode():
             out = self.model.generate(
                 **inputs,

@@ -1,0 +1,228 @@
+"""Greedy decoding over transformers' KV cache that jumps over the tool call's fixed syntax.
+
+Why not ``generate``: it feeds the model one token per forward pass, and a logits processor can
+only mask the next token; it can neither append several known tokens in one pass nor read two
+positions of one pass. Once the model has committed to a call (its first token is the call's first
+token), the rest of the syntax is known, so this loop appends it in one pass, picks each crop id
+among the ids still valid (every call parses), and reads both the close-or-continue decision and the
+next id from one pass over ``[id, *separator]``. A one-crop call costs three forward passes (the
+prefill, the syntax, the id) instead of one per token. Answers are decoded one token per pass, as
+``generate`` would. Sampled decoding (RL rollouts) stays with ``generate``: rollouts must be the
+policy's own draws, forced tokens included.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformers import Cache, DynamicCache
+
+from ..crops import ALL, CROP_IDS, CROP_NAMES
+from ..protocol import format_call
+
+
+def _common_prefix(sequences: list[tuple[int, ...]]) -> int:
+    n = 0
+    while all(len(s) > n and s[n] == sequences[0][n] for s in sequences):
+        n += 1
+    return n
+
+
+@dataclass(frozen=True)
+class CallGrammar:
+    """The canonical call ``GET_CROPS: ['0', '5']`` in one tokenizer's ids: ``prefix``, then each
+    crop id's single token, ``separator`` between ids, ``close`` after the last."""
+
+    prefix: tuple[int, ...]
+    crop_tokens: dict[str, int]
+    separator: tuple[int, ...]
+    close: tuple[int, ...]
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer: Any) -> CallGrammar | None:
+        """The grammar read off ``tokenizer``'s encoding of every one- and two-crop call, or ``None``
+        where the call does not split into those pieces (then calls are decoded token by token)."""
+
+        def encode(crop_ids: list[str]) -> tuple[int, ...]:
+            return tuple(tokenizer(format_call(crop_ids), add_special_tokens=False).input_ids)
+
+        singles = {cid: encode([cid]) for cid in CROP_IDS}
+        head = _common_prefix(list(singles.values()))
+        tail = _common_prefix([s[::-1] for s in singles.values()])
+        middles = {cid: s[head : len(s) - tail] for cid, s in singles.items()}
+        if not head or not tail or any(len(m) != 1 for m in middles.values()):
+            return None
+        first = singles[CROP_IDS[0]]
+        pair = encode(["0", "1"])
+        grammar = cls(
+            prefix=first[:head],
+            crop_tokens={cid: m[0] for cid, m in middles.items()},
+            separator=pair[head + 1 : len(pair) - tail - 1],
+            close=first[len(first) - tail :],
+        )
+        distinct = len(set(grammar.crop_tokens.values())) == len(CROP_IDS)
+        pairs = [[a, b] for a in CROP_NAMES for b in CROP_NAMES if a != b]
+        if not (distinct and grammar.separator and all(encode(p) == grammar.encode(p) for p in pairs)):
+            return None
+        return grammar
+
+    def encode(self, crop_ids: list[str]) -> tuple[int, ...]:
+        """The ids of the canonical call for ``crop_ids``."""
+        ids = [*self.prefix, self.crop_tokens[crop_ids[0]]]
+        for cid in crop_ids[1:]:
+            ids += [*self.separator, self.crop_tokens[cid]]
+        return (*ids, *self.close)
+
+
+@dataclass
+class _Row:
+    """One row's decoding state: tokens chosen, tokens waiting for a forward pass, and its call."""
+
+    generated: list[int] = field(default_factory=list)
+    pending: list[int] = field(default_factory=list)  # forwarded in the next pass
+    tail: list[int] = field(default_factory=list)  # final tokens, never forwarded in this turn
+    crops: list[str] | None = None  # the call's crop ids once the row has committed to a call
+    done: bool = False
+    ended: bool = False
+
+
+@dataclass
+class Decoded:
+    """Prompt and generated columns (holes are padding with mask 0), the cache over the forwarded
+    columns, and per row the generated ids through its end token."""
+
+    sequences: torch.Tensor
+    attention_mask: torch.Tensor
+    cache: Cache
+    generated: list[list[int]]
+    ended: list[bool]
+    passes: int
+
+
+class GreedyDecoder:
+    """Batched greedy decoding of one turn of a Qwen2-VL-family model, with jump-forward tool calls."""
+
+    def __init__(
+        self, model: Any, grammar: CallGrammar | None, eos_ids: set[int], end_of_turn: int, pad_id: int, image_token_id: int
+    ):
+        self.model, self.grammar, self.eos_ids, self.end_of_turn = model, grammar, eos_ids, end_of_turn
+        self.pad_id, self.image_token_id = pad_id, image_token_id
+
+    @torch.inference_mode()
+    def decode(self, inputs: dict[str, Any], max_new_tokens: int) -> Decoded:
+        """Decode from ``inputs`` (prompt ids and mask, the new images' pixels or encoder outputs,
+        every image's grid, and the previous turn's cache if any) until every row has ended."""
+        ids, mask = inputs["input_ids"], inputs["attention_mask"]
+        cache = inputs.get("past_key_values") or DynamicCache(config=self.model.config.get_text_config())
+        cached = cache.get_seq_length()
+        grids = inputs.get("image_grid_thw")
+        if grids is not None:
+            types = (ids == self.image_token_id).int()
+            positions, self.deltas = self.model.model.get_rope_index(
+                ids, mm_token_type_ids=types, image_grid_thw=grids, attention_mask=mask
+            )
+        else:
+            self.deltas = torch.zeros((ids.shape[0], 1), dtype=torch.long, device=ids.device)
+            positions = self._positions(mask)
+        vision = {k: inputs[k] for k in ("pixel_values", "image_grid_thw") if "pixel_values" in inputs}
+        if "mm_encoder_outputs" in inputs:
+            vision["mm_encoder_outputs"] = inputs["mm_encoder_outputs"]
+        logits = self.model(
+            input_ids=ids[:, cached:],
+            attention_mask=mask,
+            position_ids=positions[:, :, cached:],
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+            **vision,
+        ).logits
+        passes = 1
+        rows = [_Row() for _ in range(ids.shape[0])]
+        jump = self.grammar is not None and max_new_tokens >= len(self.grammar.encode([CROP_IDS[0]]))
+        for row, row_logits in zip(rows, logits[:, -1]):
+            self._first(row, row_logits, max_new_tokens, jump)
+        while any(not r.done for r in rows):
+            width = max(len(r.pending) for r in rows)
+            block = [[self.pad_id] * (width - len(r.pending)) + r.pending for r in rows]
+            block_mask = [[0] * (width - len(r.pending)) + [1] * len(r.pending) for r in rows]
+            ids = torch.cat([ids, torch.tensor(block, device=ids.device)], dim=1)
+            mask = torch.cat([mask, torch.tensor(block_mask, device=mask.device, dtype=mask.dtype)], dim=1)
+            logits = self.model(
+                input_ids=ids[:, -width:],
+                attention_mask=mask,
+                position_ids=self._positions(mask)[:, :, -width:],
+                past_key_values=cache,
+                use_cache=True,
+            ).logits
+            passes += 1
+            for i, row in enumerate(rows):
+                if row.pending and self._next(row, logits[i], max_new_tokens):
+                    # the separator was forwarded ahead of a call that closed: a hole now
+                    ids[i, -len(self.grammar.separator) :] = self.pad_id
+                    mask[i, -len(self.grammar.separator) :] = 0
+        width = max(len(r.tail) for r in rows)
+        tail = [[self.pad_id] * (width - len(r.tail)) + r.tail for r in rows]
+        tail_mask = [[0] * (width - len(r.tail)) + [1] * len(r.tail) for r in rows]
+        ids = torch.cat([ids, torch.tensor(tail, device=ids.device)], dim=1)
+        mask = torch.cat([mask, torch.tensor(tail_mask, device=mask.device, dtype=mask.dtype)], dim=1)
+        return Decoded(ids, mask, cache, [r.generated for r in rows], [r.ended for r in rows], passes)
+
+    def _positions(self, mask: torch.Tensor) -> torch.Tensor:
+        """3-D rope positions of text columns: the row's count of real tokens before, plus its offset."""
+        text = (mask.long().cumsum(-1) - 1).clamp(min=0) + self.deltas
+        return text[None].expand(3, -1, -1)
+
+    def _first(self, row: _Row, logits: torch.Tensor, max_new_tokens: int, jump: bool) -> None:
+        token = int(logits.argmax())
+        if jump and token == self.grammar.prefix[0]:
+            row.crops = []
+            row.generated = list(self.grammar.prefix)
+            row.pending = list(self.grammar.prefix)
+        else:
+            self._append(row, token, max_new_tokens)
+
+    def _next(self, row: _Row, logits: torch.Tensor, max_new_tokens: int) -> bool:
+        """Read the pass over ``row.pending`` (right-aligned in ``logits``) and choose what follows;
+        True when a call closed after a separator that was forwarded ahead."""
+        row.pending = []
+        if row.crops is None:
+            self._append(row, int(logits[-1].argmax()), max_new_tokens)
+            return False
+        grammar = self.grammar
+        if row.crops:  # the pass was [id, *separator]: close after the id, or go on to the next id
+            decision = logits[-1 - len(grammar.separator)]
+            room = len(row.generated) + len(grammar.separator) + 1 + len(grammar.close) <= max_new_tokens
+            left = [c for c in CROP_NAMES if c not in row.crops]
+            if not (left and room) or decision[grammar.close[0]] >= decision[grammar.separator[0]]:
+                row.generated = row.generated[: len(row.generated) - len(grammar.separator)]
+                self._close(row, [])
+                return True
+            allowed = left
+        else:  # the pass was the prefix: the first id, ``all`` included
+            allowed = list(CROP_IDS)
+        scores = logits[-1, [grammar.crop_tokens[c] for c in allowed]]
+        crop = allowed[int(scores.argmax())]
+        row.crops.append(crop)
+        token = grammar.crop_tokens[crop]
+        room = len(row.generated) + 1 + len(grammar.separator) + 1 + len(grammar.close) <= max_new_tokens
+        if crop == ALL or len(row.crops) == len(CROP_NAMES) or not room:
+            self._close(row, [token])
+        else:
+            row.generated += [token, *grammar.separator]
+            row.pending = [token, *grammar.separator]
+        return False
+
+    def _close(self, row: _Row, last: list[int]) -> None:
+        """End the call after ``last``: the close and the end token follow unforwarded."""
+        row.tail = [*last, *self.grammar.close, self.end_of_turn]
+        row.generated += row.tail
+        row.done = row.ended = True
+
+    def _append(self, row: _Row, token: int, max_new_tokens: int) -> None:
+        row.generated.append(token)
+        if token in self.eos_ids or len(row.generated) >= max_new_tokens:
+            row.tail, row.done, row.ended = [token], True, token in self.eos_ids
+        else:
+            row.pending = [token]

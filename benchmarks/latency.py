@@ -95,11 +95,12 @@ def main() -> None:
     args = parser.parse_args()
     edges = [int(e) for e in args.buckets.split(",")]
 
-    config = RuntimeConfig(max_new_tokens=args.max_new_tokens, batch_size=1, jump_forward=not args.no_jump_forward)
-    backend = HFBackend.load(args.model)
+    config = RuntimeConfig(max_new_tokens=args.max_new_tokens, batch_size=1)
+    jump = not args.no_jump_forward
+    backend = HFBackend.load(args.model, jump_forward=jump)
     passes = PassCounter(backend)
     engines = {"crops": Engine(backend, config)}
-    engines["full"] = engines["low"] = Engine(HFBackend.load(args.baseline_model), config)
+    engines["full"] = engines["low"] = Engine(HFBackend.load(args.baseline_model, jump_forward=jump), config)
     records, _ = resolve(args.data)
     images = {r.id: load_image(r.image) for r in records}
 
@@ -122,7 +123,7 @@ def main() -> None:
         for record in records:
             image = images[record.id]
             turn1 = turn1_messages(low_res_view(image), record.question, SYSTEM_PROMPT)
-            first = backend.generate([turn1], max_new_tokens=args.max_new_tokens, jump_forward=config.jump_forward)
+            first = backend.generate([turn1], max_new_tokens=args.max_new_tokens)
             call = parse_response(first.texts[0])
             if not isinstance(call, CropCall):
                 continue
@@ -139,7 +140,7 @@ def main() -> None:
         "model": args.model,
         "baseline_model": args.baseline_model,
         "data": args.data,
-        "jump_forward": config.jump_forward,
+        "jump_forward": jump,
         "device": str(backend.device),
         "threads": torch.get_num_threads(),
         "all": summarize(rows),

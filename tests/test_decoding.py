@@ -1,14 +1,26 @@
 """Jump-forward decoding of tool calls: the call grammar, forward passes per call, parseable calls,
 answers identical to token-by-token decoding, and turn 2 on a cache with jumped-over holes."""
 
+import re
+
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
-from awares.crops import extract_crops, low_res_view
+from awares.crops import CROP_NAMES, extract_crops, low_res_view
 from awares.data import generate
 from awares.models import HFBackend, default_model_dir
 from awares.models.decoding import CallGrammar
-from awares.protocol import CropCall, format_call, images_of, parse_response, turn1_messages, turn2_messages
+from awares.protocol import (
+    CALL_OR_ANSWER_REGEX,
+    CropCall,
+    format_call,
+    images_of,
+    parse_response,
+    turn1_messages,
+    turn2_messages,
+)
 from awares.runtime import Engine, Request, RuntimeConfig
 
 from .conftest import scene
@@ -67,6 +79,7 @@ def test_jump_forward_gives_the_same_turns_as_token_by_token_decoding(policies):
         assert [r.turns for r in jumped] == [r.turns for r in stepped]
         assert [(r.answer, r.crops, r.rtr) for r in jumped] == [(r.answer, r.crops, r.rtr) for r in stepped]
     assert sum(r.parse_status == "call" for r in jumped) >= 5
+    assert policies[True]._prefixes and not policies[False]._prefixes  # the system turn's KV was reused
 
 
 def test_a_one_crop_call_costs_three_forward_passes_instead_of_one_per_token(policies):
@@ -74,6 +87,7 @@ def test_a_one_crop_call_costs_three_forward_passes_instead_of_one_per_token(pol
     conversation = [turn1_messages(low_res_view(sample.image), sample.question)]
     counts = {}
     for jump, backend in policies.items():
+        backend.generate(conversation, max_new_tokens=1)  # the system turn's KV, once, before passes count
         passes = Passes(backend.model)
         turn = backend.generate(conversation, max_new_tokens=16)
         passes.remove()
@@ -87,6 +101,7 @@ def test_a_committed_call_always_parses_even_where_the_model_would_ramble(backen
     """The random tiny model, pushed to start a call, would not finish it; jump-forward does."""
     conversations = [turn1_messages(scene(448, 336), "What is written?"), turn1_messages(scene(336, 448, 1), "Colour?")]
     get = backend.grammar.prefix[0]
+    backend.generate(conversations, max_new_tokens=1)  # the system turn's KV, once, before passes count
     passes = Passes(backend.model, {0: {(row, -1, get): 100.0 for row in (0, 1)}})
     jumped = backend.generate(conversations, max_new_tokens=16)
     backend.jump_forward = False
@@ -109,6 +124,7 @@ def test_turn_two_on_a_jumped_cache_matches_a_from_scratch_prefill(backend):
         2: {(0, 0, separator): 100.0, (0, -1, grammar.crop_tokens["7"]): 100.0, (1, 0, close): 100.0},
         3: {(0, 0, close): 100.0},
     }
+    backend.generate(conversations, max_new_tokens=1)  # the system turn's KV, once, before passes count
     passes = Passes(backend.model, bias)
     turn1 = backend.generate(conversations, max_new_tokens=16)
     passes.remove()
@@ -129,3 +145,39 @@ def test_turn_two_on_a_jumped_cache_matches_a_from_scratch_prefill(backend):
         reference = _from_scratch_logits(backend, ids[row : row + 1], mask[row : row + 1], follow[row : row + 1])
         torch.testing.assert_close(turn2.logits[0][row : row + 1], reference, atol=1e-4, rtol=1e-4)
 
+
+
+@given(st.lists(st.sampled_from(list(CROP_NAMES)), min_size=1, max_size=9, unique=True))
+def test_the_guided_decoding_regex_admits_every_canonical_call(crops):
+    assert re.fullmatch(CALL_OR_ANSWER_REGEX, format_call(crops))
+    assert re.fullmatch(CALL_OR_ANSWER_REGEX, format_call(["all"]))
+
+
+@given(st.text(max_size=40))
+def test_the_guided_decoding_regex_admits_a_turn_starting_a_call_only_as_a_parseable_call(text):
+    for turn in (text, "GET" + text):
+        if not re.fullmatch(CALL_OR_ANSWER_REGEX, turn):
+            assert turn.startswith("GET")
+        elif turn.startswith("GET"):
+            assert isinstance(parse_response(turn, strict=True), CropCall)
+
+
+def test_guided_calls_send_the_regex_as_vllm_structured_outputs(policies):
+    from awares.models import OpenAIBackend
+    from awares.serve import ServeConfig
+
+    from .test_serve import Server
+
+    server = Server(Engine(policies[True], RuntimeConfig()), ServeConfig(), raw=True)
+    try:
+        backend = OpenAIBackend(f"{server.url}/v1", "awares", policies[True].processor, guided_calls=True)
+        sent = []
+        create = backend.client.chat.completions.create
+        backend.client.chat.completions.create = lambda **kw: sent.append(kw) or create(**kw)
+        sample = next(generate("test", 1))
+        result = Engine(backend, RuntimeConfig(max_new_tokens=16)).answer(sample.image, sample.question)
+    finally:
+        server.stop()
+    assert result.answer and sent
+    assert all(kw["extra_body"] == {"structured_outputs": {"regex": CALL_OR_ANSWER_REGEX}} for kw in sent)
+    assert backend.describe()["guided_calls"] is True

@@ -54,7 +54,9 @@ def _engine(args: argparse.Namespace, model_dir: Path) -> Engine:
     if args.backend == "openai":
         if not (args.url and args.served_model):
             raise InputError("--backend openai needs --url and --served-model")
-        backend = OpenAIBackend.connect(args.url, args.served_model, args.processor or model_dir)
+        backend = OpenAIBackend.connect(
+            args.url, args.served_model, args.processor or model_dir, guided_calls=args.guided_calls
+        )
     else:
         backend = HFBackend.load(model_dir, device=args.device, dtype=args.dtype, jump_forward=not args.no_jump_forward)
     config = RuntimeConfig(
@@ -328,6 +330,11 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
         "--no-jump-forward",
         action="store_true",
         help="hf backend: decode a tool call token by token instead of appending its fixed syntax in one pass",
+    )
+    parser.add_argument(
+        "--guided-calls",
+        action="store_true",
+        help="openai backend: constrain turns to a call or an answer with vLLM's structured outputs",
     )
 
 

@@ -66,6 +66,9 @@ def load_image(source: str | Path | Image.Image) -> Image.Image:
             raise ImageInputError(f"cannot read {path} as an image: {err}") from err
         except OSError as err:
             raise ImageInputError(f"cannot read {path}: the file is corrupt or truncated ({err})") from err
+    if image.mode == "RGB" and image.getexif().get(ORIENTATION_TAG, 1) == 1:
+        check_size(*image.size, name=name)
+        return image  # already upright RGB: no copy (the engine gets images the harness decoded)
     image = ImageOps.exif_transpose(image)
     check_size(*image.size, name=name)
     return to_rgb(image)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -106,6 +107,8 @@ class Engine:
         # Control tokens (<|im_end|>, <|image_pad|>, ...): in user text the tokenizer would parse them
         # as control tokens, so a question could open a chat turn or break the image-token count.
         self.reserved = sorted(t.content for t in tokenizer.added_tokens_decoder.values() if t.special)
+        # Tokenized once per distinct question: checks, curation's two passes and the server's usage share it.
+        self.question_tokens = functools.lru_cache(maxsize=4096)(lambda q: len(tokenizer(q).input_ids))
 
     def describe(self) -> dict[str, Any]:
         """What determines this engine's answers: the backend's model (``describe()`` when it has
@@ -138,7 +141,7 @@ class Engine:
             raise InputError("the question is empty")
         limit = self.config.max_question_tokens
         # Characters first: a token holds a few, so a 50 MB question is refused before it is tokenized.
-        if len(question) > 32 * limit or len(self.backend.processor.tokenizer(question).input_ids) > limit:
+        if len(question) > 32 * limit or self.question_tokens(question) > limit:
             raise InputError(f"the question is longer than {limit} tokens (max_question_tokens)")
         found = [t for t in self.reserved if t in question]
         if found:
@@ -148,9 +151,9 @@ class Engine:
         for r in requests:
             self.check_question(r.question)
         images = [load_image(r.image) for r in requests]
-        lows = [low_res_view(im, self.config.low_res_scale, max_pixels=self.grid.max_pixels) for im in images]
         if policy == "full":
             return self._single_pass(policy, images, images, requests, system_prompt=None)
+        lows = [low_res_view(im, self.config.low_res_scale, max_pixels=self.grid.max_pixels) for im in images]
         if policy == "low":
             return self._single_pass(policy, images, lows, requests, system_prompt=None)
         if policy == "oracle":

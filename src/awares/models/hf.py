@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForImageTextToText, Cache
+from transformers import AutoModelForImageTextToText, Cache, DynamicCache
 
 from ..errors import InputError, ModelLoadError
 from ..protocol import Message, images_of
@@ -85,6 +85,7 @@ class HFBackend:
         self.jump_forward = jump_forward
         self.grammar = CallGrammar.from_tokenizer(self.tokenizer)
         self.decoder = GreedyDecoder(model, self.grammar, self.eos_ids, self._end_of_turn(), self.pad_id, self.image_token_id)
+        self._prefixes: dict[str, tuple[torch.Tensor, Cache]] = {}  # system turn -> its ids and KV
 
     @classmethod
     def load(
@@ -150,7 +151,45 @@ class HFBackend:
             [self._prompt(c) for c in conversations], [im for c in conversations for im in images_of(c)]
         )
         grids = self._split_grids(inputs.get("image_grid_thw"), [len(images_of(c)) for c in conversations])
+        if self._greedy(sampling):
+            inputs = self._after_system_turn(conversations, inputs)
         return self._decode(conversations, inputs, grids, max_new_tokens, sampling)
+
+    def _greedy(self, sampling: dict[str, Any]) -> bool:
+        """Whether a turn runs ``GreedyDecoder`` (jump-forward on, greedy, no extra generate options)."""
+        return self.jump_forward and all(key == "do_sample" and not value for key, value in sampling.items())
+
+    def _after_system_turn(self, conversations: list[list[Message]], inputs: dict[str, Any]) -> dict[str, Any]:
+        """``inputs`` with the KV of a system turn that every conversation opens with, computed once
+        per system prompt (the protocol's prompt is as long as a low-res view's tokens): each row's
+        left padding moves after that turn, whose columns become the cache. Unchanged where the
+        conversations open otherwise."""
+        first = conversations[0][0]
+        if first["role"] != "system" or any(c[0] != first for c in conversations):
+            return inputs
+        key = repr(first["content"])
+        if key not in self._prefixes:
+            text = self._prompt([first], generation=False)
+            ids = self.tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids.to(self.device)
+            positions = torch.arange(ids.shape[1], device=self.device).expand(3, 1, -1)
+            with torch.inference_mode():
+                cache = self.model(input_ids=ids, position_ids=positions, use_cache=True).past_key_values
+            self._prefixes[key] = (ids[0], cache)
+        prefix, cache = self._prefixes[key]
+        ids, mask = inputs["input_ids"], inputs["attention_mask"]
+        rows, width, n = ids.shape[0], ids.shape[1], len(prefix)
+        starts = (width - mask.sum(dim=1)).tolist()
+        if not all(torch.equal(ids[row, start : start + n], prefix) for row, start in enumerate(starts)):
+            return inputs
+        moved_ids, moved_mask = torch.full_like(ids, self.pad_id), torch.zeros_like(mask)
+        for row, start in enumerate(starts):
+            moved_ids[row, :n], moved_mask[row, :n] = prefix, 1
+            moved_ids[row, start + n :], moved_mask[row, start + n :] = ids[row, start + n :], 1
+        # The first update copies the shared prefix into each row (torch.cat): it is never written into.
+        batch_cache = DynamicCache(config=self.model.config.get_text_config())
+        for index, layer in enumerate(cache.layers):
+            batch_cache.update(layer.keys.expand(rows, -1, -1, -1), layer.values.expand(rows, -1, -1, -1), index)
+        return {**inputs, "input_ids": moved_ids, "attention_mask": moved_mask, "past_key_values": batch_cache}
 
     def extend(
         self,
@@ -225,7 +264,7 @@ class HFBackend:
         max_new_tokens: int,
         sampling: dict[str, Any],
     ) -> Turn:
-        if self.jump_forward and all(key == "do_sample" and not value for key, value in sampling.items()):
+        if self._greedy(sampling):
             decoded = self.decoder.decode(inputs, max_new_tokens)
             texts = [self.tokenizer.decode(ids, skip_special_tokens=True) for ids in decoded.generated]
             session = Session(

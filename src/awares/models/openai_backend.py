@@ -14,7 +14,7 @@ from typing import Any
 
 from PIL import Image
 
-from ..protocol import Message
+from ..protocol import CALL_OR_ANSWER_REGEX, Message
 from .backend import Turn
 from .endpoint import EndpointError, data_url
 from .processor import load_processor
@@ -39,7 +39,14 @@ def to_openai(messages: list[Message]) -> list[dict[str, Any]]:
 
 class OpenAIBackend:
     """``generate`` and ``extend`` as chat completions on ``base_url`` (one request per conversation,
-    ``concurrency`` at a time, so the server can batch them)."""
+    ``concurrency`` at a time, so the server can batch them).
+
+    ``guided_calls`` constrains every turn to ``CALL_OR_ANSWER_REGEX`` with vLLM's structured outputs
+    (``structured_outputs.regex``, vLLM >= 0.10.2), so a turn that starts a call always parses. It
+    does not skip decoding steps (vLLM decodes the call's fixed syntax token by token) and costs the
+    server a token mask per step; it is off by default, and servers without structured outputs
+    refuse or ignore the field.
+    """
 
     def __init__(
         self,
@@ -50,12 +57,14 @@ class OpenAIBackend:
         timeout: float = 120.0,
         max_retries: int = 2,
         concurrency: int = 16,
+        guided_calls: bool = False,
     ):
         import openai
 
         self.base_url, self.model, self.processor, self.tokenizer = base_url, model, processor, processor.tokenizer
         self.client = openai.OpenAI(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=max_retries)
         self.concurrency = concurrency
+        self.extra_body = {"structured_outputs": {"regex": CALL_OR_ANSWER_REGEX}} if guided_calls else None
 
     @classmethod
     def connect(cls, base_url: str, model: str, processor_dir: str | Path, **options: Any) -> OpenAIBackend:
@@ -63,7 +72,7 @@ class OpenAIBackend:
         return cls(base_url, model, load_processor(processor_dir), **options)
 
     def describe(self) -> dict[str, Any]:
-        return {"url": self.base_url, "model": self.model}
+        return {"url": self.base_url, "model": self.model, "guided_calls": self.extra_body is not None}
 
     def generate(self, conversations: list[list[Message]], max_new_tokens: int = 64, **sampling: Any) -> Turn:
         """Turn 1: one completion per conversation."""
@@ -89,7 +98,11 @@ class OpenAIBackend:
         temperature = float(sampling.get("temperature", 1.0)) if sampling.get("do_sample") else 0.0
         try:
             reply = self.client.chat.completions.create(
-                model=self.model, messages=to_openai(conversation), max_tokens=max_new_tokens, temperature=temperature
+                model=self.model,
+                messages=to_openai(conversation),
+                max_tokens=max_new_tokens,
+                temperature=temperature,
+                extra_body=self.extra_body,
             )
         except openai.OpenAIError as err:
             raise EndpointError(f"{self.base_url}: {type(err).__name__}: {err}") from err

@@ -144,14 +144,14 @@ def build_processor(config: TinyConfig) -> ImageOnlyQwenVLProcessor:
     return ImageOnlyQwenVLProcessor(image_processor, tokenizer, chat_template=CHAT_TEMPLATE)
 
 
-def build_model(config: TinyConfig, tokenizer: PreTrainedTokenizerFast) -> Qwen2_5_VLForConditionalGeneration:
-    """A randomly initialised Qwen2.5-VL whose special-token ids come from ``tokenizer``."""
+def model_config(config: TinyConfig, tokenizer: PreTrainedTokenizerFast) -> Qwen2_5_VLConfig:
+    """The Qwen2.5-VL config of ``config``'s sizes, its special-token ids from ``tokenizer``."""
     ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in SPECIAL_TOKENS}
     head_dim = config.text_hidden // config.text_heads
     half = head_dim // 2
     split = [half - 2 * (3 * half // 8), 3 * half // 8, 3 * half // 8]  # 16/24/24 of 64 in Qwen2.5-VL-7B
     mrope = [1] * half if config.mrope_interleaved else split
-    model_config = Qwen2_5_VLConfig(
+    return Qwen2_5_VLConfig(
         text_config=dict(
             vocab_size=len(tokenizer),
             hidden_size=config.text_hidden,
@@ -180,12 +180,16 @@ def build_model(config: TinyConfig, tokenizer: PreTrainedTokenizerFast) -> Qwen2
         vision_start_token_id=ids["<|vision_start|>"],
         vision_end_token_id=ids["<|vision_end|>"],
     )
+
+
+def build_model(config: TinyConfig, tokenizer: PreTrainedTokenizerFast) -> Qwen2_5_VLForConditionalGeneration:
+    """A randomly initialised Qwen2.5-VL whose special-token ids come from ``tokenizer``."""
     torch.manual_seed(config.seed)
-    model = Qwen2_5_VLForConditionalGeneration(model_config)
+    model = Qwen2_5_VLForConditionalGeneration(model_config(config, tokenizer))
     if config.center_patch_filters:
         center_patch_filters(model, float(config.center_patch_filters), config.patch_filter_mean)
-    model.generation_config.eos_token_id = ids["<|im_end|>"]
-    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    model.generation_config.pad_token_id = tokenizer.convert_tokens_to_ids("<|endoftext|>")
     return model.eval()
 
 

@@ -2,9 +2,10 @@
 
 from .messages import Message, images_of, turn1_messages, turn2_messages
 from .parse import Answer, CropCall, Parsed, ParseError, parse_lenient, parse_response, parse_strict
-from .prompt import CALL_PREFIX, SYSTEM_PROMPT, format_call
+from .prompt import CALL_OR_ANSWER_REGEX, CALL_PREFIX, SYSTEM_PROMPT, format_call
 
 __all__ = [
+    "CALL_OR_ANSWER_REGEX",
     "CALL_PREFIX",
     "SYSTEM_PROMPT",
     "Answer",

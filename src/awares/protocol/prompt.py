@@ -17,3 +17,9 @@ SYSTEM_PROMPT = (
 def format_call(crop_ids: list[str] | tuple[str, ...]) -> str:
     """The canonical tool-call text for ``crop_ids``, e.g. ``GET_CROPS: ['0', '5']``."""
     return f"{CALL_PREFIX} {list(crop_ids)}"
+
+
+# A turn that is either a canonical call or any text not starting like one (no look-ahead: the
+# regex dialects of guided decoding lack it). A server that constrains a turn to it (vLLM's
+# ``structured_outputs``) commits a turn starting ``GET`` to a parseable call, as jump-forward does.
+CALL_OR_ANSWER_REGEX = r"GET_CROPS: \[(?:'all'|'[0-8]'(?:, '[0-8]')*)\]|(?:(?:[^G]|G[^E]|GE[^T])[\s\S]*|GE?)?"

@@ -126,8 +126,7 @@ def create_app(engine: Engine, config: ServeConfig | None = None, raw: bool = Fa
             return [(text, len(ids)) for text, ids in zip(turn.texts, turn.ids)]
         engine.config.max_new_tokens = max_tokens
         results = engine.answer_batch(jobs, policy)
-        tokenizer = engine.backend.processor.tokenizer
-        return [(result, len(tokenizer(r.question).input_ids)) for result, r in zip(results, jobs)]
+        return [(result, engine.question_tokens(r.question)) for result, r in zip(results, jobs)]
 
     batcher = Batcher(run, config.max_batch, config.max_wait_ms, config.queue_size)
 

@@ -173,7 +173,7 @@ class HFBackend:
             ids = self.tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids.to(self.device)
             positions = torch.arange(ids.shape[1], device=self.device).expand(3, 1, -1)
             with torch.inference_mode():
-                cache = self.model(input_ids=ids, position_ids=positions, use_cache=True).past_key_values
+                cache = self.model.model(input_ids=ids, position_ids=positions, use_cache=True).past_key_values
             self._prefixes[key] = (ids[0], cache)
         prefix, cache = self._prefixes[key]
         ids, mask = inputs["input_ids"], inputs["attention_mask"]

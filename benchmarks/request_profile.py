@@ -26,7 +26,15 @@ from awares.models import HFBackend, default_model_dir
 from awares.runtime import Engine, RuntimeConfig
 
 POLICIES = ("full", "low", "crops")
-TOP_PARTS = ("image: load", "image: views", "image: crops", "chat template", "processor", "vision tower", "language model")
+TOP_PARTS = (
+    "image: load",
+    "image: views",
+    "image: crops",
+    "chat template",
+    "processor",
+    "vision tower",
+    "language model",
+)
 
 
 class Clock:
@@ -82,7 +90,11 @@ def main() -> None:
     args = parser.parse_args()
 
     clock = Clock()
-    for part, name in (("image: views", "low_res_view"), ("image: crops", "extract_crops"), ("image: load", "load_image")):
+    for part, name in (
+        ("image: views", "low_res_view"),
+        ("image: crops", "extract_crops"),
+        ("image: load", "load_image"),
+    ):
         clock.wrap(awares.runtime, name, part)
     config = RuntimeConfig(max_new_tokens=16, batch_size=1)
     jump = not args.no_jump_forward

@@ -58,7 +58,12 @@ def bodies(data: str, policy: str, n: int, bad_fraction: float, seed: int = 0) -
                 content = content[1:]
             else:
                 content[1]["text"] = " "
-        body = {"model": "awares", "policy": policy, "max_tokens": 16, "messages": [{"role": "user", "content": content}]}
+        body = {
+            "model": "awares",
+            "policy": policy,
+            "max_tokens": 16,
+            "messages": [{"role": "user", "content": content}],
+        }
         out.append((body, r.answers))
     return out
 
@@ -96,8 +101,11 @@ def load(model: str, config: ServeConfig, requests: list[tuple[dict, list[str]]]
         metrics = response.read().decode()
     server.should_exit = True
     served = sum(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("awares_requests_total{"))
-    answered = [(seconds, exact_match(answer, answers)) for (status, seconds, answer), (_, answers) in
-                zip(results, requests) if status == 200]
+    answered = [
+        (seconds, exact_match(answer, answers))
+        for (status, seconds, answer), (_, answers) in zip(results, requests)
+        if status == 200
+    ]
     latencies = [seconds for seconds, _ in answered]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
@@ -139,7 +147,12 @@ def main() -> None:
         return
 
     runs = [(p, args.max_batch) for p in args.policies.split(",")] + ([("crops", 1)] if args.batching else [])
-    report = {"model": args.model, "requests": args.requests, "clients": args.clients, "bad_fraction": args.bad_fraction}
+    report = {
+        "model": args.model,
+        "requests": args.requests,
+        "clients": args.clients,
+        "bad_fraction": args.bad_fraction,
+    }
     for data in args.data.split(","):
         report[data] = {}
         for policy, max_batch in runs:
@@ -150,7 +163,9 @@ def main() -> None:
             print(data, name, json.dumps(report[data][name]), flush=True)
         served = report[data]
         if "crops" in served and "full" in served:
-            served["crops_over_full_answered_per_s"] = served["crops"]["answered_per_s"] / served["full"]["answered_per_s"]
+            served["crops_over_full_answered_per_s"] = (
+                served["crops"]["answered_per_s"] / served["full"]["answered_per_s"]
+            )
         if "crops_one_at_a_time" in served:
             served["batching_speedup"] = served["crops_one_at_a_time"]["wall_s"] / served["crops"]["wall_s"]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -131,7 +131,7 @@ def latency(backend: HFBackend, sizes: dict, batches: list[int], answer_tokens: 
             row = {}
             for policy, plan in (("full", [no_call]), ("low", [no_call]), ("crops", call)):
 
-                def run(policy=policy, plan=plan):
+                def run(policy=policy, plan=plan, engine=engine, requests=requests):
                     steer.plan = [dict(p) for p in plan]
                     return engine.answer_batch(requests, policy)
 
@@ -173,8 +173,13 @@ def training(model_dir: Path, data: Path, root: Path, steps: int, device: str, o
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     sft = SFTConfig.load(
-        CONFIGS / "sft.toml", data=str(data), model=str(model_dir), output_dir=str(root / "sft"), max_steps=steps,
-        save_steps=10**6, **overrides.get("sft", {}),
+        CONFIGS / "sft.toml",
+        data=str(data),
+        model=str(model_dir),
+        output_dir=str(root / "sft"),
+        max_steps=steps,
+        save_steps=10**6,
+        **overrides.get("sft", {}),
     )
     final = train_sft(sft)
     log = json.loads((final / "train_log.json").read_text())
@@ -183,8 +188,13 @@ def training(model_dir: Path, data: Path, root: Path, steps: int, device: str, o
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     grpo = GRPOConfig.load(
-        CONFIGS / "grpo.toml", data=str(data), model=str(model_dir), output_dir=str(root / "grpo"), max_steps=steps,
-        save_steps=10**6, **overrides.get("grpo", {}),
+        CONFIGS / "grpo.toml",
+        data=str(data),
+        model=str(model_dir),
+        output_dir=str(root / "grpo"),
+        max_steps=steps,
+        save_steps=10**6,
+        **overrides.get("grpo", {}),
     )
     train_grpo(grpo)
     seconds = [r["seconds"] for r in rows(root / "grpo" / "log.jsonl") if "seconds" in r]
@@ -208,9 +218,21 @@ def main() -> None:
         shape, vocab, full_attention = replace(TinyConfig(), text_layers=2), len(processor.tokenizer) + 64, [1]
         sizes, batches, dtype = SMALLEST_SIZES, [1, 2], torch.float32
         overrides = {  # the configs' settings at a size a CPU runs in seconds
-            "sft": {"dtype": "float32", "gradient_checkpointing": False, "batch_size": 1, "gradient_accumulation_steps": 2},
-            "grpo": {"dtype": "float32", "gradient_checkpointing": False, "prompts_per_step": 1, "group_size": 2,
-                     "micro_batch_size": 2, "rollout_batch_size": 2, "max_new_tokens": 8},
+            "sft": {
+                "dtype": "float32",
+                "gradient_checkpointing": False,
+                "batch_size": 1,
+                "gradient_accumulation_steps": 2,
+            },
+            "grpo": {
+                "dtype": "float32",
+                "gradient_checkpointing": False,
+                "prompts_per_step": 1,
+                "group_size": 2,
+                "micro_batch_size": 2,
+                "rollout_batch_size": 2,
+                "max_new_tokens": 8,
+            },
         }
     else:
         shape, vocab, full_attention = QWEN2_5_VL_7B, VOCAB_7B, FULL_ATTENTION_BLOCKS_7B

@@ -146,7 +146,6 @@ def test_turn_two_on_a_jumped_cache_matches_a_from_scratch_prefill(backend):
         torch.testing.assert_close(turn2.logits[0][row : row + 1], reference, atol=1e-4, rtol=1e-4)
 
 
-
 @given(st.lists(st.sampled_from(list(CROP_NAMES)), min_size=1, max_size=9, unique=True))
 def test_the_guided_decoding_regex_admits_every_canonical_call(crops):
     assert re.fullmatch(CALL_OR_ANSWER_REGEX, format_call(crops))

@@ -48,6 +48,8 @@ SHAPES = ("circle", "square", "triangle")
 SIDES = tuple(range(224, 897, 112))  # halves and quarters of every side stay on the 28-px grid
 MAX_AREA = 560 * 560  # at most 400 full-resolution tokens, as with the square sides of benchmark v3
 SIZES = tuple((w, h) for w in SIDES for h in SIDES if w * h <= MAX_AREA)
+
+
 # Held-out larger sizes, the same drawing on the processor's grid: ``large`` (0.31-0.45 MP, at most 576
 # full-image tokens, sides up to 1,008 px) and ``xlarge`` (0.45-1.6 MP, up to the released processor's
 # cap of 2,048 tokens, sides up to 1,344 px), aspect ratios up to 3:1.

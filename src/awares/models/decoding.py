@@ -105,7 +105,13 @@ class GreedyDecoder:
     """Batched greedy decoding of one turn of a Qwen2-VL-family model, with jump-forward tool calls."""
 
     def __init__(
-        self, model: Any, grammar: CallGrammar | None, eos_ids: set[int], end_of_turn: int, pad_id: int, image_token_id: int
+        self,
+        model: Any,
+        grammar: CallGrammar | None,
+        eos_ids: set[int],
+        end_of_turn: int,
+        pad_id: int,
+        image_token_id: int,
     ):
         self.model, self.grammar, self.eos_ids, self.end_of_turn = model, grammar, eos_ids, end_of_turn
         self.pad_id, self.image_token_id = pad_id, image_token_id

@@ -84,7 +84,9 @@ class HFBackend:
         self.pad_id = self.tokenizer.pad_token_id
         self.jump_forward = jump_forward
         self.grammar = CallGrammar.from_tokenizer(self.tokenizer)
-        self.decoder = GreedyDecoder(model, self.grammar, self.eos_ids, self._end_of_turn(), self.pad_id, self.image_token_id)
+        self.decoder = GreedyDecoder(
+            model, self.grammar, self.eos_ids, self._end_of_turn(), self.pad_id, self.image_token_id
+        )
         self._prefixes: dict[str, tuple[torch.Tensor, Cache]] = {}  # system turn -> its ids and KV
 
     @classmethod

@@ -8,9 +8,10 @@
 image already decoded, after a warm-up request per model; the policies take turns on each sample so
 that a change in machine load hits all of them alike. Each policy's exact-match accuracy is measured
 on the same answers that were timed, so no speed-up hides a loss. For the tool calls it counts the
-model's forward passes in turn 1 (prefill plus decoding steps). Turn 2 is timed wherever the policy
-calls the tool: ``extend`` (prefill only the new tokens on the turn-1 cache, encode only the crops)
-against ``generate`` on the whole two-turn conversation from scratch. Greedy decoding throughout.
+model's forward passes in turn 1 (prefill plus decoding steps), and times turn 2 again apart:
+``extend`` (prefill only the new tokens on the turn-1 cache, encode only the crops) against
+``generate`` on the whole two-turn conversation from scratch. Greedy decoding throughout; every
+ratio is of sums (means) over the samples of its bucket.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from awares.data import resolve
 from awares.evaluate.metrics import exact_match
 from awares.images import load_image
 from awares.models import HFBackend, default_model_dir
-from awares.protocol import SYSTEM_PROMPT, CropCall, parse_response, turn1_messages, turn2_messages
+from awares.protocol import SYSTEM_PROMPT, parse_response, turn1_messages, turn2_messages
 from awares.runtime import Engine, RuntimeConfig
 
 POLICIES = ("full", "low", "crops")
@@ -61,6 +62,18 @@ class PassCounter:
         self.count += 1
 
 
+def turn2_seconds(backend: HFBackend, image, question: str, max_new_tokens: int) -> tuple[float, float]:
+    """Seconds of turn 2 on the turn-1 cache (``extend``) and from scratch (``generate`` on the whole
+    two-turn conversation), for a request whose turn 1 calls the tool."""
+    turn1 = turn1_messages(low_res_view(image), question, SYSTEM_PROMPT)
+    first = backend.generate([turn1], max_new_tokens=max_new_tokens)
+    call = parse_response(first.texts[0])
+    conversation = turn2_messages(turn1, first.texts[0], extract_crops(image, call.crop_ids))
+    _, reuse = timed(backend.extend, first.session, [0], [conversation], max_new_tokens=max_new_tokens)
+    _, scratch = timed(backend.generate, [conversation], max_new_tokens=max_new_tokens)
+    return reuse, scratch
+
+
 def bucket_names(edges: list[int]) -> list[str]:
     bounds = [0, *edges]
     return [f"{lo + 1}-{hi}" for lo, hi in zip(bounds, bounds[1:])] + [f">{edges[-1]}"]
@@ -69,6 +82,7 @@ def bucket_names(edges: list[int]) -> list[str]:
 def summarize(rows: list[dict]) -> dict:
     mean = {p: statistics.fmean(r["seconds"][p] for r in rows) for p in POLICIES}
     calls = [r["turn1_passes"] for r in rows if r["turn1_passes"] is not None]
+    turn2 = [r["turn2"] for r in rows if "turn2" in r]
     return {
         "samples": len(rows),
         "full_tokens": [min(r["full_tokens"] for r in rows), max(r["full_tokens"] for r in rows)],
@@ -80,6 +94,7 @@ def summarize(rows: list[dict]) -> dict:
         "low_over_full": mean["low"] / mean["full"],
         "calls": len(calls),
         "turn1_passes_per_call": statistics.fmean(calls) if calls else None,
+        "turn2_reuse_over_scratch": sum(a for a, _ in turn2) / sum(b for _, b in turn2) if turn2 else None,
     }
 
 
@@ -117,20 +132,8 @@ def main() -> None:
                     row["full_tokens"], row["rtr_crops"] = result.tokens.full, result.rtr
                     if result.parse_status == "call":
                         row["turn1_passes"] = passes.last
+                        row["turn2"] = turn2_seconds(backend, images[r.id], r.question, args.max_new_tokens)
             rows.append(row)
-
-        reuse, scratch = [], []
-        for record in records:
-            image = images[record.id]
-            turn1 = turn1_messages(low_res_view(image), record.question, SYSTEM_PROMPT)
-            first = backend.generate([turn1], max_new_tokens=args.max_new_tokens)
-            call = parse_response(first.texts[0])
-            if not isinstance(call, CropCall):
-                continue
-            conversation = turn2_messages(turn1, first.texts[0], extract_crops(image, call.crop_ids))
-            _, seconds = timed(backend.extend, first.session, [0], [conversation], max_new_tokens=args.max_new_tokens)
-            reuse.append(seconds)
-            scratch.append(timed(backend.generate, [conversation], max_new_tokens=args.max_new_tokens)[1])
 
     names = bucket_names(edges)
     buckets: dict[str, list[dict]] = {}
@@ -145,12 +148,6 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "all": summarize(rows),
         "buckets": {name: summarize(buckets[name]) for name in names if name in buckets},
-        "turn2": {
-            "samples": len(reuse),
-            "kv_reuse_mean_s": statistics.fmean(reuse) if reuse else None,
-            "from_scratch_mean_s": statistics.fmean(scratch) if scratch else None,
-            "ratio_reuse_over_scratch": statistics.fmean(reuse) / statistics.fmean(scratch) if reuse else None,
-        },
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -160,7 +157,7 @@ def main() -> None:
         print(
             f"{name:>10} n={b['samples']:3d}  crops/full {b['crops_over_full']:.2f}  low/full {b['low_over_full']:.2f}"
             f"  acc full {b['accuracy']['full']:.1f} low {b['accuracy']['low']:.1f} crops {b['accuracy']['crops']:.1f}"
-            f"  rtr {b['rtr_crops']:.3f}"
+            f"  rtr {b['rtr_crops']:.3f}  turn-2 reuse/scratch {b['turn2_reuse_over_scratch'] or float('nan'):.2f}"
         )
 
 

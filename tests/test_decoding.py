@@ -59,6 +59,7 @@ def test_the_call_grammar_spells_every_call_as_the_tokenizer_does(backend):
     assert grammar is not None
     for crops in (["3"], ["all"], ["0", "5"], ["8", "1", "4"]):
         assert grammar.encode(crops) == tuple(backend.tokenizer(format_call(crops), add_special_tokens=False).input_ids)
+        assert grammar.length(len(crops)) == len(grammar.encode(crops))
     assert backend.tokenizer.decode(list(grammar.prefix)) == "GET_CROPS: ['"
 
 
@@ -111,6 +112,20 @@ def test_a_committed_call_always_parses_even_where_the_model_would_ramble(backen
     passes.remove()
     assert all(isinstance(parse_response(text, strict=True), CropCall) for text in jumped.texts)
     assert not all(isinstance(parse_response(text, strict=True), CropCall) for text in stepped.texts)
+
+
+def test_a_call_that_would_go_on_ends_within_max_new_tokens_and_parses(backend):
+    conversation = [turn1_messages(scene(448, 336), "What is written?")]
+    grammar = backend.grammar
+    backend.generate(conversation, max_new_tokens=1)  # the system turn's KV, once, before passes count
+    go_on = {step: {(0, 0, grammar.separator[0]): 100.0} for step in range(2, 12)}
+    first = {0: {(0, -1, grammar.prefix[0]): 100.0}, 1: {(0, -1, grammar.crop_tokens["2"]): 100.0}}
+    passes = Passes(backend.model, {**first, **go_on})
+    turn = backend.generate(conversation, max_new_tokens=16)
+    passes.remove()
+    call = parse_response(turn.texts[0], strict=True)
+    assert isinstance(call, CropCall) and len(call.crop_ids) == 3  # a fourth would need 17 tokens
+    assert len(turn.ids[0]) <= 16
 
 
 def test_turn_two_on_a_jumped_cache_matches_a_from_scratch_prefill(backend):

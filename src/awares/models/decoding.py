@@ -68,6 +68,10 @@ class CallGrammar:
             return None
         return grammar
 
+    def length(self, crops: int) -> int:
+        """Tokens of a call naming ``crops`` crops, its close included."""
+        return len(self.prefix) + crops + (crops - 1) * len(self.separator) + len(self.close)
+
     def encode(self, crop_ids: list[str]) -> tuple[int, ...]:
         """The ids of the canonical call for ``crop_ids``."""
         ids = [*self.prefix, self.crop_tokens[crop_ids[0]]]
@@ -98,7 +102,11 @@ class Decoded:
     cache: Cache
     generated: list[list[int]]
     ended: list[bool]
-    passes: int
+
+
+def _text_positions(mask: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
+    """3-D rope positions of text columns: the row's count of real tokens before, plus its offset."""
+    return ((mask.long().cumsum(-1) - 1).clamp(min=0) + deltas)[None].expand(3, -1, -1)
 
 
 class GreedyDecoder:
@@ -126,12 +134,12 @@ class GreedyDecoder:
         grids = inputs.get("image_grid_thw")
         if grids is not None:
             types = (ids == self.image_token_id).int()
-            positions, self.deltas = self.model.model.get_rope_index(
+            positions, deltas = self.model.model.get_rope_index(
                 ids, mm_token_type_ids=types, image_grid_thw=grids, attention_mask=mask
             )
         else:
-            self.deltas = torch.zeros((ids.shape[0], 1), dtype=torch.long, device=ids.device)
-            positions = self._positions(mask)
+            deltas = torch.zeros((ids.shape[0], 1), dtype=torch.long, device=ids.device)
+            positions = _text_positions(mask, deltas)
         vision = {k: inputs[k] for k in ("pixel_values", "image_grid_thw") if "pixel_values" in inputs}
         if "mm_encoder_outputs" in inputs:
             vision["mm_encoder_outputs"] = inputs["mm_encoder_outputs"]
@@ -144,9 +152,8 @@ class GreedyDecoder:
             logits_to_keep=1,
             **vision,
         ).logits
-        passes = 1
         rows = [_Row() for _ in range(ids.shape[0])]
-        jump = self.grammar is not None and max_new_tokens >= len(self.grammar.encode([CROP_IDS[0]]))
+        jump = self.grammar is not None and self._fits(1, max_new_tokens)
         for row, row_logits in zip(rows, logits[:, -1]):
             self._first(row, row_logits, max_new_tokens, jump)
         while any(not r.done for r in rows):
@@ -158,11 +165,10 @@ class GreedyDecoder:
             logits = self.model(
                 input_ids=ids[:, -width:],
                 attention_mask=mask,
-                position_ids=self._positions(mask)[:, :, -width:],
+                position_ids=_text_positions(mask, deltas)[:, :, -width:],
                 past_key_values=cache,
                 use_cache=True,
             ).logits
-            passes += 1
             for i, row in enumerate(rows):
                 if row.pending and self._next(row, logits[i], max_new_tokens):
                     # the separator was forwarded ahead of a call that closed: a hole now
@@ -173,12 +179,11 @@ class GreedyDecoder:
         tail_mask = [[0] * (width - len(r.tail)) + [1] * len(r.tail) for r in rows]
         ids = torch.cat([ids, torch.tensor(tail, device=ids.device)], dim=1)
         mask = torch.cat([mask, torch.tensor(tail_mask, device=mask.device, dtype=mask.dtype)], dim=1)
-        return Decoded(ids, mask, cache, [r.generated for r in rows], [r.ended for r in rows], passes)
+        return Decoded(ids, mask, cache, [r.generated for r in rows], [r.ended for r in rows])
 
-    def _positions(self, mask: torch.Tensor) -> torch.Tensor:
-        """3-D rope positions of text columns: the row's count of real tokens before, plus its offset."""
-        text = (mask.long().cumsum(-1) - 1).clamp(min=0) + self.deltas
-        return text[None].expand(3, -1, -1)
+    def _fits(self, crops: int, max_new_tokens: int) -> bool:
+        """Whether a call naming ``crops`` crops, and its end token, fit in ``max_new_tokens``."""
+        return self.grammar.length(crops) + 1 <= max_new_tokens
 
     def _first(self, row: _Row, logits: torch.Tensor, max_new_tokens: int, jump: bool) -> None:
         token = int(logits.argmax())
@@ -199,9 +204,8 @@ class GreedyDecoder:
         grammar = self.grammar
         if row.crops:  # the pass was [id, *separator]: close after the id, or go on to the next id
             decision = logits[-1 - len(grammar.separator)]
-            room = len(row.generated) + len(grammar.separator) + 1 + len(grammar.close) <= max_new_tokens
             left = [c for c in CROP_NAMES if c not in row.crops]
-            if not (left and room) or decision[grammar.close[0]] >= decision[grammar.separator[0]]:
+            if not left or decision[grammar.close[0]] >= decision[grammar.separator[0]]:
                 row.generated = row.generated[: len(row.generated) - len(grammar.separator)]
                 self._close(row, [])
                 return True
@@ -212,8 +216,7 @@ class GreedyDecoder:
         crop = allowed[int(scores.argmax())]
         row.crops.append(crop)
         token = grammar.crop_tokens[crop]
-        room = len(row.generated) + 1 + len(grammar.separator) + 1 + len(grammar.close) <= max_new_tokens
-        if crop == ALL or len(row.crops) == len(CROP_NAMES) or not room:
+        if crop == ALL or len(row.crops) == len(CROP_NAMES) or not self._fits(len(row.crops) + 1, max_new_tokens):
             self._close(row, [token])
         else:
             row.generated += [token, *grammar.separator]

@@ -167,38 +167,31 @@ def peak(device: str) -> float | None:
     return torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None
 
 
+def sft_seconds_per_step(out: Path, steps: int) -> float:
+    log = json.loads((out / "final" / "train_log.json").read_text())
+    return next(e["train_runtime"] for e in log["log_history"] if "train_runtime" in e) / steps
+
+
+def grpo_seconds_per_step(out: Path, steps: int) -> float:
+    return statistics.fmean(r["seconds"] for r in rows(out / "log.jsonl") if "seconds" in r)
+
+
+STAGES = {
+    "sft": (SFTConfig, train_sft, sft_seconds_per_step),
+    "grpo": (GRPOConfig, train_grpo, grpo_seconds_per_step),
+}
+
+
 def training(model_dir: Path, data: Path, root: Path, steps: int, device: str, overrides: dict) -> dict:
     """Peak memory and seconds per step of ``steps`` steps of the 7B SFT and GRPO configs."""
     report = {}
-    if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
-    sft = SFTConfig.load(
-        CONFIGS / "sft.toml",
-        data=str(data),
-        model=str(model_dir),
-        output_dir=str(root / "sft"),
-        max_steps=steps,
-        save_steps=10**6,
-        **overrides.get("sft", {}),
-    )
-    final = train_sft(sft)
-    log = json.loads((final / "train_log.json").read_text())
-    runtime = next(e["train_runtime"] for e in log["log_history"] if "train_runtime" in e)
-    report["sft"] = {"steps": steps, "seconds_per_step": runtime / steps, "peak_gib": peak(device)}
-    if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
-    grpo = GRPOConfig.load(
-        CONFIGS / "grpo.toml",
-        data=str(data),
-        model=str(model_dir),
-        output_dir=str(root / "grpo"),
-        max_steps=steps,
-        save_steps=10**6,
-        **overrides.get("grpo", {}),
-    )
-    train_grpo(grpo)
-    seconds = [r["seconds"] for r in rows(root / "grpo" / "log.jsonl") if "seconds" in r]
-    report["grpo"] = {"steps": steps, "seconds_per_step": statistics.fmean(seconds), "peak_gib": peak(device)}
+    for stage, (config_class, train, seconds_per_step) in STAGES.items():
+        if device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+        out = root / stage
+        settings = {"data": str(data), "model": str(model_dir), "output_dir": str(out), "max_steps": steps}
+        train(config_class.load(CONFIGS / f"{stage}.toml", **settings, save_steps=10**6, **overrides.get(stage, {})))
+        report[stage] = {"steps": steps, "seconds_per_step": seconds_per_step(out, steps), "peak_gib": peak(device)}
     return report
 
 

@@ -55,10 +55,12 @@ def _engine(args: argparse.Namespace, model_dir: Path) -> Engine:
         if not (args.url and args.served_model):
             raise InputError("--backend openai needs --url and --served-model")
         backend = OpenAIBackend.connect(
-            args.url, args.served_model, args.processor or model_dir, guided_calls=args.guided_calls
+            args.url, args.served_model, args.processor or model_dir, args.revision, guided_calls=args.guided_calls
         )
     else:
-        backend = HFBackend.load(model_dir, device=args.device, dtype=args.dtype, jump_forward=not args.no_jump_forward)
+        backend = HFBackend.load(
+            model_dir, args.device, args.dtype, jump_forward=not args.no_jump_forward, revision=args.revision
+        )
     config = RuntimeConfig(
         max_new_tokens=args.max_new_tokens,
         low_res_scale=args.low_res_scale,
@@ -153,17 +155,18 @@ def _records(args: argparse.Namespace, data: str | None = None, out: str | None 
     ``--limit`` of them. Bad rows are skipped and listed, with their line and reason, in
     ``<--out or out>/data.errors.jsonl``."""
     from .data import resolve
-    from .data.benchmarks import load_benchmark
+    from .data.benchmarks import ROW_TO_FIELDS, load_benchmark
     from .data.records import write_row_errors
 
     spec, folder = data or args.data, Path(out or args.out)
-    path = Path(spec)
-    if path.exists() and folder.resolve() == (path if path.is_dir() else path.parent).resolve():
+    path = Path(spec) if spec else None
+    if path and path.exists() and folder.resolve() == (path if path.is_dir() else path.parent).resolve():
         raise InputError(f"--out {folder} is the dataset's folder; give the results a folder of their own")
     if task:
-        if not path.exists():
+        if path is not None and not path.exists():
             raise InputError(f"dataset {path} does not exist")
         records, errors = load_benchmark(task, path, args.split)
+        spec = spec or f"{task} ({ROW_TO_FIELDS[task][0].repo_id})"
     else:
         records, errors = resolve(spec, allow_outside_images=args.allow_outside_images)
     write_row_errors(errors, folder / "data.errors.jsonl")
@@ -211,13 +214,16 @@ def cmd_eval(args: argparse.Namespace) -> None:
         raise InputError("--name names the results of one policy; give a single --policy")
     names = [plain_name(args.name, "--name")] if args.name else policies
     out = Path(args.out)
-    if args.table1:  # one folder per benchmark under --data, one results folder per benchmark under --out
+    if args.table1 and args.data:  # one folder per benchmark under --data, one results folder per benchmark
         tasks = [t for t in TASKS if (Path(args.data) / t).exists()]
         if not tasks:
             raise InputError(f"--table1 needs benchmark folders under {args.data}: any of {', '.join(TASKS)}")
         jobs = [(t, _records(args, str(Path(args.data) / t), str(out / t), t), out / t) for t in tasks]
+    elif args.table1:  # every benchmark from the hub
+        jobs = [(t, _records(args, None, str(out / t), t), out / t) for t in TASKS]
     else:
-        jobs = [(args.task, _records(args, task=args.task), out)]
+        data = args.data or (None if args.task else "synthetic:test")
+        jobs = [(args.task, _records(args, data, task=args.task), out)]
     engines = _engines(args, policies)
     for engine in engines.values():
         engine.config.batch_size = args.batch_size
@@ -225,7 +231,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     results = {}
     for task, records, folder in jobs:
         results[task], table = evaluate(runs, records, folder, batch_size=args.batch_size, task=task)
-        print(f"{task or args.data}:\n{table}", end="")
+        print(f"{task or args.data or 'synthetic:test'}:\n{table}", end="")
     if args.table1:
         (out / "table1.md").write_text(table1(results))
         print(f"\n{table1(results)}", end="")
@@ -305,15 +311,18 @@ def cmd_build_tiny(args: argparse.Namespace) -> None:
 def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
-        help="local checkpoint directory (default: the shipped tiny AwaRes policy for `crops`, the shipped base VLM "
-        "for full, low, oracle and curation)",
+        help="a local checkpoint folder or a Hugging Face Hub id, e.g. Kimhi/AWARES-Qwen2.5-VL-7B (default: the "
+        "shipped tiny AwaRes policy for `crops`, the shipped base VLM for full, low, oracle and curation)",
     )
+    parser.add_argument("--revision", help="with a hub id: a branch, tag or commit (default: main)")
     parser.add_argument(
         "--backend", choices=["hf", "openai"], default="hf", help="hf: in process; openai: a VLM server (--url)"
     )
     parser.add_argument("--url", help="openai backend: the server's base URL, e.g. http://localhost:8000/v1")
     parser.add_argument("--served-model", help="openai backend: the model name on that server")
-    parser.add_argument("--processor", help="openai backend: a folder with the model's processor (default --model)")
+    parser.add_argument(
+        "--processor", help="openai backend: a folder or hub id with the model's processor (default --model)"
+    )
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     parser.add_argument(
         "--dtype", choices=["float32", "bfloat16", "float16"], help="default: bfloat16 on CUDA, float32 on CPU"
@@ -364,7 +373,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     ev = sub.add_parser("eval", help="evaluate policies on a dataset: accuracy, RTR, calls, latency")
-    ev.add_argument("--data", default="synthetic:test", help="synthetic:SPLIT[:N], a dataset folder or a data.jsonl")
+    ev.add_argument(
+        "--data",
+        help="synthetic:SPLIT[:N], a dataset folder or a data.jsonl (default: synthetic:test; with --task, the hub)",
+    )
     ev.add_argument(
         "--allow-outside-images", action="store_true", help="accept image paths outside the dataset's folder"
     )
@@ -372,10 +384,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", type=POSITIVE, help="only the first N records")
     ev.add_argument("--out", default="runs/eval", help="results folder (re-running resumes)")
     ev.add_argument("--batch-size", type=POSITIVE, default=8)
-    ev.add_argument("--task", choices=TASKS, help="--data is this Table-1 benchmark's Hugging Face copy")
+    ev.add_argument(
+        "--task", choices=TASKS, help="a Table-1 benchmark: lmms-eval's copy on the hub, or its local copy in --data"
+    )
     ev.add_argument("--split", help="the split of a saved DatasetDict (default: its first)")
     ev.add_argument(
-        "--table1", action="store_true", help="--data holds a folder per benchmark: run them all, print Table 1"
+        "--table1",
+        action="store_true",
+        help="run every Table-1 benchmark (from the hub, or a folder per benchmark under --data), print Table 1",
     )
     ev.add_argument("--name", help="name this run's results (one policy), e.g. sft: rows of several models, one table")
     _model_options(ev)

@@ -2,7 +2,8 @@
 
 Each loader turns a row of the copy lmms-eval uses (ChartQA, DocVQA, POPE, RealWorldQA, V* from
 lmms-lab, OCRBench from echo840) into a record, with the question worded as lmms-eval words it for
-the model (its default prompt suffix). The data may be a dataset saved with ``save_to_disk``, a
+the model (its default prompt suffix). The data is that copy on the hub (through the hub cache, with
+the config and split lmms-eval uses), or a local one: a dataset saved with ``save_to_disk``, a
 parquet file, or a folder of parquet files (a downloaded dataset repository).
 """
 
@@ -10,10 +11,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .records import Record, RowError, load_hf
+from ..errors import InputError
+from ..hub import resolve_dataset
+from .records import Record, RowError, load_hf, records_of
 
 SHORT_ANSWER = "\nAnswer the question using a single word or phrase."
 LETTER_ANSWER = "\nAnswer with the option's letter from the given choices directly."
@@ -32,11 +36,20 @@ def _answers(value: Any) -> Any:
     return value if isinstance(value, list) else [value]
 
 
-# Per benchmark: the lmms-eval dataset and split, and a row's record fields (id, question, answers,
-# kind); ``i`` is the row's index, the id where the copy has none.
-ROW_TO_FIELDS: dict[str, tuple[str, Callable[[dict[str, Any], int], dict[str, Any]]]] = {
+@dataclass(frozen=True)
+class HubCopy:
+    """Where lmms-eval reads a benchmark: hub dataset, config and split."""
+
+    repo_id: str
+    split: str
+    config: str | None = None
+
+
+# Per benchmark: the lmms-eval dataset, and a row's record fields (id, question, answers, kind);
+# ``i`` is the row's index, the id where the copy has none.
+ROW_TO_FIELDS: dict[str, tuple[HubCopy, Callable[[dict[str, Any], int], dict[str, Any]]]] = {
     "chartqa": (
-        "lmms-lab/ChartQA (test)",
+        HubCopy("lmms-lab/ChartQA", "test"),
         lambda r, i: {
             "id": i,
             "question": r["question"] + SHORT_ANSWER,
@@ -45,11 +58,11 @@ ROW_TO_FIELDS: dict[str, tuple[str, Callable[[dict[str, Any], int], dict[str, An
         },
     ),
     "docvqa": (
-        "lmms-lab/DocVQA, config DocVQA (validation)",
+        HubCopy("lmms-lab/DocVQA", "validation", "DocVQA"),
         lambda r, i: {"id": r.get("questionId", i), "question": r["question"] + SHORT_ANSWER, "answers": r["answers"]},
     ),
     "ocrbench": (
-        "echo840/OCRBench (test)",
+        HubCopy("echo840/OCRBench", "test"),
         lambda r, i: {
             "id": i,
             "question": r["question"].strip(),
@@ -58,7 +71,7 @@ ROW_TO_FIELDS: dict[str, tuple[str, Callable[[dict[str, Any], int], dict[str, An
         },
     ),
     "pope": (
-        "lmms-lab/POPE (test)",
+        HubCopy("lmms-lab/POPE", "test"),
         lambda r, i: {
             "id": r.get("question_id", i),
             "question": r["question"].strip() + SHORT_ANSWER,
@@ -67,11 +80,11 @@ ROW_TO_FIELDS: dict[str, tuple[str, Callable[[dict[str, Any], int], dict[str, An
         },
     ),
     "realworldqa": (
-        "lmms-lab/RealWorldQA (test)",
+        HubCopy("lmms-lab/RealWorldQA", "test"),
         lambda r, i: {"id": i, "question": r["question"].strip(), "answers": [r["answer"]]},
     ),
     "vstar": (
-        "lmms-lab/vstar-bench (test)",
+        HubCopy("lmms-lab/vstar-bench", "test"),
         lambda r, i: {
             "id": r.get("question_id", i),
             "question": _vstar_question(r["text"]),
@@ -83,13 +96,29 @@ ROW_TO_FIELDS: dict[str, tuple[str, Callable[[dict[str, Any], int], dict[str, An
 TASKS = tuple(ROW_TO_FIELDS)
 
 
-def load_benchmark(task: str, path: str | Path, split: str | None = None) -> tuple[list[Record], list[RowError]]:
-    """The records of ``task``'s copy at ``path``, and its bad rows (numbered from 1)."""
+def load_benchmark(
+    task: str, path: str | Path | None = None, split: str | None = None, revision: str | None = None
+) -> tuple[list[Record], list[RowError]]:
+    """The records of ``task``'s copy at ``path`` (default: lmms-eval's copy on the hub, at
+    ``revision``, its images written under the awares cache), and its bad rows (numbered from 1)."""
     if task not in ROW_TO_FIELDS:
         raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
-    _, fields = ROW_TO_FIELDS[task]
+    copy, fields = ROW_TO_FIELDS[task]
 
     def transform(row: dict[str, Any], index: int) -> dict[str, Any]:
         return {**fields(row, index), "image": row.get("image")}
 
-    return load_hf(path, split=split, transform=transform)
+    if path is not None:
+        return load_hf(path, split=split, transform=transform)
+    import datasets
+
+    from ..models.default import cache_dir
+
+    split = split or copy.split
+    snapshot = resolve_dataset(copy.repo_id, split, copy.config, revision)
+    try:
+        dataset = datasets.load_dataset(str(snapshot), copy.config, split=split)
+    except (ValueError, FileNotFoundError) as err:
+        raise InputError(f"{copy.repo_id} (config {copy.config}, split {split}): {err}") from err
+    folder = cache_dir() / "benchmarks" / f"{task}-{split}-{snapshot.name[:12]}"
+    return records_of(dataset, folder, folder, transform=transform)

@@ -221,10 +221,24 @@ def load_hf(
     written next to it, under ``awares-images/``, as ``<id>.png`` (ids must be plain names).
     """
     path = Path(path)
+    folder = path.parent if path.is_file() else path
+    return records_of(_open_hf(path, split), folder, path.parent, columns, allow_outside, transform)
+
+
+def records_of(
+    dataset: Any,
+    folder: Path,
+    root: Path,
+    columns: dict[str, str] | None = None,
+    allow_outside: bool = False,
+    transform: Callable[[dict[str, Any], int], dict[str, Any]] | None = None,
+) -> tuple[list[Record], list[RowError]]:
+    """Records and bad rows of a loaded Hugging Face dataset (see ``load_hf``); its images are written
+    under ``folder/awares-images`` and named relative to ``root``."""
     columns = {k: k for k in ("id", "image", "question", "answers", "evidence", "kind")} | (columns or {})
-    image_dir = (path.parent if path.is_file() else path) / "awares-images"
+    image_dir = folder / "awares-images"
     records, errors = [], []
-    for i, row in enumerate(_open_hf(path, split)):
+    for i, row in enumerate(dataset):
         try:
             mapped = transform(row, i) if transform else {k: row.get(v) for k, v in columns.items() if v in row}
             mapped.setdefault("id", i)
@@ -232,10 +246,10 @@ def load_hf(
             if image is not None and not isinstance(image, str):  # a decoded PIL image
                 target = image_dir / f"{plain_name(str(mapped['id']), 'id')}.png"
                 if not target.exists():
-                    image_dir.mkdir(exist_ok=True)
+                    image_dir.mkdir(parents=True, exist_ok=True)
                     (image.convert("RGB") if image.mode == "CMYK" else image).save(target)  # PNG has no CMYK
-                mapped["image"] = str(target.relative_to(path.parent))
-            records.append(parse_record(mapped, path.parent, allow_outside))
+                mapped["image"] = str(target.relative_to(root))
+            records.append(parse_record(mapped, root, allow_outside))
         except (InputError, ValueError, OSError, KeyError, TypeError, AttributeError) as err:
             errors.append(RowError(i + 1, f"{type(err).__name__}: {err}" if isinstance(err, KeyError) else str(err)))
     return records, errors

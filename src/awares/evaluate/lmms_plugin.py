@@ -40,12 +40,13 @@ class AwaRes(lmms):
         dtype: str | None = None,
         max_new_tokens: int | str = 32,
         log_dir: str = "awares_logs",
+        revision: str | None = None,
         **unused: Any,
     ) -> None:
         super().__init__()
-        model_dir = pretrained or default_model_dir(policy)
+        model_dir = pretrained or default_model_dir(policy)  # a local folder or a hub id
         self.engine = Engine(
-            HFBackend.load(model_dir, device=device, dtype=dtype),
+            HFBackend.load(model_dir, device=device, dtype=dtype, revision=revision),
             RuntimeConfig(batch_size=int(batch_size), max_new_tokens=int(max_new_tokens)),
         )
         self.policy, self.log_dir = policy, Path(log_dir)

@@ -12,6 +12,7 @@ import torch
 from transformers import AutoModelForImageTextToText, Cache, DynamicCache
 
 from ..errors import InputError, ModelLoadError
+from ..hub import resolve_model
 from ..protocol import Message, images_of
 from .backend import Turn
 from .decoding import CallGrammar, GreedyDecoder
@@ -91,11 +92,17 @@ class HFBackend:
 
     @classmethod
     def load(
-        cls, path: str | Path, device: str | None = None, dtype: str | None = None, jump_forward: bool = True
+        cls,
+        path: str | Path,
+        device: str | None = None,
+        dtype: str | None = None,
+        jump_forward: bool = True,
+        revision: str | None = None,
     ) -> HFBackend:
-        """Load the checkpoint in ``path`` (no network). ``device`` defaults to CUDA when present,
+        """Load the checkpoint in ``path``: a local folder or a hub id (``ORG/NAME``, at ``revision``),
+        read from the hub cache or downloaded into it. ``device`` defaults to CUDA when present,
         ``dtype`` to bfloat16 on CUDA and float32 on CPU."""
-        path = Path(path)
+        path = resolve_model(path, revision)
         _check_model_dir(path)
         device = check_device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         torch_dtype = (

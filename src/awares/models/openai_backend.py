@@ -14,6 +14,7 @@ from typing import Any
 
 from PIL import Image
 
+from ..hub import resolve_model
 from ..protocol import CALL_OR_ANSWER_REGEX, Message
 from .backend import Turn
 from .endpoint import EndpointError, data_url
@@ -67,9 +68,12 @@ class OpenAIBackend:
         self.extra_body = {"structured_outputs": {"regex": CALL_OR_ANSWER_REGEX}} if guided_calls else None
 
     @classmethod
-    def connect(cls, base_url: str, model: str, processor_dir: str | Path, **options: Any) -> OpenAIBackend:
-        """A backend for ``model`` on ``base_url``, its processor read from ``processor_dir``."""
-        return cls(base_url, model, load_processor(processor_dir), **options)
+    def connect(
+        cls, base_url: str, model: str, processor_dir: str | Path, revision: str | None = None, **options: Any
+    ) -> OpenAIBackend:
+        """A backend for ``model`` on ``base_url``, its processor read from ``processor_dir`` (a local
+        folder, or a hub id at ``revision``)."""
+        return cls(base_url, model, load_processor(resolve_model(processor_dir, revision)), **options)
 
     def describe(self) -> dict[str, Any]:
         return {"url": self.base_url, "model": self.model, "guided_calls": self.extra_body is not None}

@@ -25,6 +25,7 @@ from PIL import Image
 from transformers import AutoModelForImageTextToText, set_seed
 
 from ..errors import ConfigError, InputError
+from ..hub import resolve_model
 from ..images import load_image
 from ..jsonl import append, open_append, rows
 from ..models import HFBackend, load_processor
@@ -230,11 +231,12 @@ def train_grpo(config: GRPOConfig) -> Path:
             f"evidence_penalty needs the oracle's boxes in the prompt rows (`boxes`); {config.data} has none: "
             "re-run `awares curate` with the same --out to merge them in"
         )
-    processor = load_processor(config.model)
-    policy = load_trainable(config.model, config)
+    source = resolve_model(config.model)
+    processor = load_processor(source)
+    policy = load_trainable(source, config)
     reference = None
     if not config.lora:
-        reference = AutoModelForImageTextToText.from_pretrained(config.model, dtype=config.torch_dtype()).eval()
+        reference = AutoModelForImageTextToText.from_pretrained(source, dtype=config.torch_dtype()).eval()
         reference.requires_grad_(False).to(accelerator.device)
     trained = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trained, lr=config.learning_rate, weight_decay=0.0)

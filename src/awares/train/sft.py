@@ -19,6 +19,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from ..crops import VisionGrid
 from ..errors import InputError
+from ..hub import resolve_model
 from ..images import image_size, load_image
 from ..jsonl import rows
 from ..models import load_processor
@@ -132,7 +133,7 @@ class WeightedLossTrainer(SamplerTrainer):
 def train_sft(config: SFTConfig) -> Path:
     """Fine-tune on the trajectories; save a plain (LoRA-merged) checkpoint to ``output_dir/final``."""
     set_seed(config.seed)
-    source = Path(config.model) if config.model else default_base_dir()
+    source = resolve_model(config.model) if config.model else default_base_dir()
     dataset = TrajectoryDataset(config.data)
     for error in dataset.errors:
         print(f"awares: skipping trajectory {error}")

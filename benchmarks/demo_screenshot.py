@@ -4,7 +4,7 @@
 
 Serves the shipped models on a loopback port, opens the page in Debian's headless chromium (driven
 by Playwright), uploads a detail sample of the synthetic benchmark, asks its question and saves a
-screenshot of the answer with the crops the policy asked for highlighted.
+screenshot of the streamed answer, the crops the policy asked for highlighted and shown at full resolution.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def main() -> None:
         page.fill("#question", sample.question)
         page.click("#send")
         page.wait_for_selector("body[data-answered=yes]", timeout=60_000)
-        page.screenshot(path=args.out)
+        page.screenshot(path=args.out, full_page=True)
         print(f"{args.out}: {sample.question!r} -> {page.inner_text('#answer')!r} (truth {sample.answers[0]!r}), "
               f"crops {page.inner_text('#crops')}")  # fmt: skip
         browser.close()

@@ -1,5 +1,6 @@
 """The demo page in a real headless Chromium (Debian's package, driven by Playwright): upload an
-image, ask, see the answer and the crop the model asked for highlighted on the low-res view."""
+image, ask, see the streamed answer, the crop the model asked for highlighted on the low-res view,
+and that crop at full resolution."""
 
 import shutil
 
@@ -35,6 +36,9 @@ def test_the_demo_page_shows_the_answer_and_highlights_the_crop_asked_for(tmp_pa
             page.wait_for_selector("body[data-answered=yes]", timeout=30_000)
             assert page.inner_text("#crops") == "1" and page.inner_text("#answer") != ""
             assert "of 192 for the full image" in page.inner_text("#tokens")
+            # the crop the model received, at full resolution: the top-right quarter of 448x336
+            sizes = page.eval_on_selector_all("#crop-images canvas", "cs => cs.map(c => [c.width, c.height])")
+            assert sizes == [[224, 168]] and page.is_visible("#crop-title")
             # the canvas is 224x168 (half of each side): crop 1 (top right) is tinted, crop 2 is not
             tint = "(x, y) => { const d = document.getElementById('view').getContext('2d')" \
                    ".getImageData(x, y, 1, 1).data; return [d[0], d[1], d[2]]; }"  # fmt: skip

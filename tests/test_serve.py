@@ -245,3 +245,112 @@ def test_awares_serve_as_the_readme_starts_it_and_ask_through_a_raw_server(tmp_p
         for process in processes:
             process.terminate()
             process.wait(timeout=30)
+
+
+def events(server, body):
+    """The server-sent events of a streamed chat request over raw HTTP, parsed; the last is [DONE]."""
+    data = json.dumps(body).encode()
+    request = urllib.request.Request(f"{server.url}/v1/chat/completions", data, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        lines = [line.decode().strip() for line in response if line.strip()]
+    assert all(line.startswith("data: ") for line in lines)
+    return [line.removeprefix("data: ") for line in lines]
+
+
+@pytest.fixture()
+def words(backend):
+    """The random model made to answer "red box on the left" and stop, token by token as decoded."""
+    tokenizer = backend.processor.tokenizer
+    plan = [*tokenizer("red box on the left", add_special_tokens=False).input_ids, min(backend.eos_ids)]
+
+    def steer(module, args, logits):
+        position = steer.calls % len(plan)
+        logits[:, -1, plan[position]] += 1000.0
+        steer.calls += 1
+        return logits
+
+    steer.calls = 0
+    handle = backend.model.lm_head.register_forward_hook(steer)
+    yield steer
+    handle.remove()
+
+
+def test_streamed_chunks_join_to_the_non_streamed_answer_with_the_openai_client(serve, words):
+    import openai
+
+    server = serve()
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="none")
+    image = data_url(scene(448, 336))
+    for policy in ("crops", "full", "low"):
+        words.calls = 0
+        whole = client.chat.completions.create(**chat(image, max_tokens=12), extra_body={"policy": policy})
+        words.calls = 0
+        chunks = list(
+            client.chat.completions.create(
+                **chat(image, max_tokens=12), stream=True, stream_options={"include_usage": True},
+                extra_body={"policy": policy},
+            )
+        )  # fmt: skip
+        content = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+        assert whole.choices[0].message.content == "red box on the left" == "".join(content)
+        assert len(content) > 1  # as decoded, not in one piece at the end
+        assert chunks[0].choices[0].delta.role == "assistant"
+        final = next(c for c in chunks if c.choices and c.choices[0].finish_reason)
+        assert final.choices[0].finish_reason == "stop" and final.model_extra["awares"]["policy"] == policy
+        assert chunks[-1].choices == [] and chunks[-1].usage.total_tokens == whole.usage.total_tokens
+
+
+def test_a_raw_http_stream_ends_with_done_and_carries_crops_and_rtr_on_its_last_chunk(serve):
+    server = serve()
+    lines = events(server, chat(data_url(scene(336, 448, 2)), stream=True, max_tokens=8))
+    assert lines[-1] == "[DONE]"
+    chunks = [json.loads(line) for line in lines[:-1]]
+    assert {c["object"] for c in chunks} == {"chat.completion.chunk"} and len({c["id"] for c in chunks}) == 1
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop" and "rtr" in chunks[-1]["awares"]
+    assert all("usage" not in c for c in chunks)  # only asked for with stream_options.include_usage
+
+
+def test_the_shipped_policy_streams_turn_two_answers_after_fetching_crops(serve):
+    from awares.data import generate
+    from awares.models import HFBackend, default_model_dir
+
+    policy = HFBackend.load(default_model_dir("crops"), device="cpu")
+    server = Server(Engine(policy, RuntimeConfig()), ServeConfig(max_batch=8, max_wait_ms=100))
+    try:
+        samples = [s for s in generate("test", 12) if s.kind == "detail"][:3]
+        bodies = [chat(data_url(s.image), s.question, max_tokens=16) for s in samples]
+        with ThreadPoolExecutor(6) as pool:  # streaming and plain requests share batches
+            plain = list(pool.map(lambda b: server.post(b)[1], bodies))
+            streamed = list(pool.map(lambda b: events(server, {**b, "stream": True}), bodies))
+        for whole, lines in zip(plain, streamed):
+            chunks = [json.loads(line) for line in lines[:-1]]
+            text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+            assert text == whole["choices"][0]["message"]["content"] and text
+            assert chunks[-1]["awares"]["crops"] == whole["awares"]["crops"] != []
+            assert not any("GET_CROPS" in (c["choices"][0]["delta"].get("content") or "") for c in chunks)
+        assert max(server.app.state.batcher.batch_sizes) > 1
+    finally:
+        server.stop()
+
+
+def test_options_the_server_cannot_honour_are_refused_as_vllm_refuses_them(serve):
+    import openai
+
+    server = serve()
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="none", max_retries=0)
+    body = chat(data_url(scene()))
+    for extra in ({"n": 3}, {"temperature": "hot"}, {"temperature": 2.5}, {"top_p": 0}, {"stream_options": {}}):
+        with pytest.raises(openai.BadRequestError):
+            client.chat.completions.create(**{**body, **extra})
+    with pytest.raises(openai.NotFoundError, match="does not exist"):
+        client.chat.completions.create(**{**body, "model": "gpt-4o"})
+    assert client.chat.completions.create(**{**body, "n": 1, "temperature": 0, "top_p": 1}).choices
+
+
+def test_a_temperature_samples_the_answer(serve):
+    server = serve()
+    body = chat(data_url(scene()), max_tokens=6)
+    greedy = {server.post(body)[1]["choices"][0]["message"]["content"] for _ in range(2)}
+    sampled = {server.post({**body, "temperature": 2.0})[1]["choices"][0]["message"]["content"] for _ in range(4)}
+    assert len(greedy) == 1 and sampled - greedy

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from .crops import ALL, DEFAULT_MIN_CROP_SIDE, VisionGrid, extract_crops, low_res_view
 from .errors import InputError
 from .images import load_image
+from .models.backend import Stream
 from .protocol import (
     SYSTEM_PROMPT,
     Answer,
@@ -21,12 +22,15 @@ from .protocol import (
     Message,
     ParseError,
     format_call,
+    may_become_call,
     parse_response,
     turn1_messages,
     turn2_messages,
 )
 
 Policy = Literal["full", "low", "crops", "oracle"]
+# Called with a request's index in ``answer_batch`` and its answer text so far.
+AnswerStream = Callable[[int, str], None]
 POLICIES: tuple[str, ...] = ("full", "low", "crops", "oracle")
 
 
@@ -124,15 +128,21 @@ class Engine:
         return self.answer_batch([Request(image, question, tuple(oracle_crops))], policy)[0]
 
     def answer_batch(
-        self, requests: Sequence[Request], policy: Policy = "crops", progress: bool = False
+        self,
+        requests: Sequence[Request],
+        policy: Policy = "crops",
+        progress: bool = False,
+        on_text: AnswerStream | None = None,
     ) -> list[Result]:
-        """Answer many requests, ``config.batch_size`` at a time."""
+        """Answer many requests, ``config.batch_size`` at a time. ``on_text(index, text)`` gets a
+        request's answer text so far as it is decoded (where the backend streams), never a tool call."""
         if policy not in POLICIES:
             raise InputError(f"unknown policy {policy!r}; choose from {', '.join(POLICIES)}")
         size = self.config.batch_size
         results: list[Result] = []
         for start in tqdm(range(0, len(requests), size), desc=policy, disable=not progress, unit="batch"):
-            results.extend(self._run_batch(list(requests[start : start + size]), policy))
+            shifted = (lambda i, text, start=start: on_text(start + i, text)) if on_text else None
+            results.extend(self._run_batch(list(requests[start : start + size]), policy, shifted))
         return results
 
     def check_question(self, question: str) -> None:
@@ -147,18 +157,32 @@ class Engine:
         if found:
             raise InputError(f"the question contains the reserved token(s) {', '.join(found)}")
 
-    def _run_batch(self, requests: list[Request], policy: Policy) -> list[Result]:
+    def _run_batch(self, requests: list[Request], policy: Policy, on_text: AnswerStream | None) -> list[Result]:
         for r in requests:
             self.check_question(r.question)
         images = [load_image(r.image) for r in requests]
         if policy == "full":
-            return self._single_pass(policy, images, images, requests, system_prompt=None)
+            return self._single_pass(policy, images, images, requests, None, on_text)
         lows = [low_res_view(im, self.config.low_res_scale, max_pixels=self.grid.max_pixels) for im in images]
         if policy == "low":
-            return self._single_pass(policy, images, lows, requests, system_prompt=None)
+            return self._single_pass(policy, images, lows, requests, None, on_text)
         if policy == "oracle":
-            return self._oracle(images, lows, requests)
-        return self._protocol(images, lows, requests)
+            return self._oracle(images, lows, requests, on_text)
+        return self._protocol(images, lows, requests, on_text)
+
+    def _stream(self, on_text: AnswerStream | None, indexes: list[int], hold_calls: bool = False) -> Stream | None:
+        """A backend stream passing row ``r``'s text so far to ``on_text(indexes[r], text)``; with
+        ``hold_calls``, not while the text may still become a tool call."""
+        if on_text is None:
+            return None
+        decode = self.backend.processor.tokenizer.decode
+
+        def stream(row: int, ids: list[int]) -> None:
+            text = decode(ids, skip_special_tokens=True)
+            if not (hold_calls and may_become_call(text)):
+                on_text(indexes[row], text)
+
+        return stream
 
     def _finish(
         self,
@@ -195,15 +219,23 @@ class Engine:
         views: list[Image.Image],
         requests: list[Request],
         system_prompt: str | None,
+        on_text: AnswerStream | None,
     ) -> list[Result]:
         conversations = [turn1_messages(v, r.question, system_prompt) for v, r in zip(views, requests)]
-        turn, seconds = self._timed(self.backend.generate, conversations)
+        stream = self._stream(on_text, list(range(len(requests))))
+        turn, seconds = self._timed(self.backend.generate, conversations, stream=stream)
         return [
             self._finish(policy, im, v, [], c, answer=text.strip(), turns=[text], seconds=[seconds], token_ids=[ids])
             for im, v, c, text, ids in zip(images, views, conversations, turn.texts, turn.ids)
         ]
 
-    def _oracle(self, images: list[Image.Image], lows: list[Image.Image], requests: list[Request]) -> list[Result]:
+    def _oracle(
+        self,
+        images: list[Image.Image],
+        lows: list[Image.Image],
+        requests: list[Request],
+        on_text: AnswerStream | None,
+    ) -> list[Result]:
         """The given crops are shown after a canonical call, as if the model had asked for them."""
         results: list[Result | None] = [None] * len(requests)
         with_crops = [i for i, r in enumerate(requests) if r.oracle_crops]
@@ -215,6 +247,7 @@ class Engine:
                 [lows[i] for i in without],
                 [requests[i] for i in without],
                 self.config.system_prompt,
+                (lambda row, text: on_text(without[row], text)) if on_text else None,
             )
             for i, res in zip(without, sub):
                 results[i] = res
@@ -228,7 +261,7 @@ class Engine:
                 )
                 for i, c in zip(with_crops, crops)
             ]
-            turn, seconds = self._timed(self.backend.generate, conversations)
+            turn, seconds = self._timed(self.backend.generate, conversations, stream=self._stream(on_text, with_crops))
             for i, c, conversation, text, ids in zip(with_crops, crops, conversations, turn.texts, turn.ids):
                 call = format_call(requests[i].oracle_crops)
                 results[i] = self._finish(
@@ -246,10 +279,17 @@ class Engine:
                 )
         return [r for r in results if r is not None]
 
-    def _protocol(self, images: list[Image.Image], lows: list[Image.Image], requests: list[Request]) -> list[Result]:
+    def _protocol(
+        self,
+        images: list[Image.Image],
+        lows: list[Image.Image],
+        requests: list[Request],
+        on_text: AnswerStream | None,
+    ) -> list[Result]:
         """Turn 1 on the low-res view; requests that call the tool get their crops in turn 2."""
         conversations = [turn1_messages(low, r.question, self.config.system_prompt) for low, r in zip(lows, requests)]
-        turn1, seconds1 = self._timed(self.backend.generate, conversations)
+        stream = self._stream(on_text, list(range(len(requests))), hold_calls=True)
+        turn1, seconds1 = self._timed(self.backend.generate, conversations, stream=stream)
         results: list[Result] = []
         calls: dict[int, tuple[tuple[str, ...], list[Image.Image]]] = {}
         for i, text in enumerate(turn1.texts):
@@ -283,7 +323,8 @@ class Engine:
         if calls:
             rows = sorted(calls)
             follow_ups = [turn2_messages(conversations[i], turn1.texts[i], calls[i][1]) for i in rows]
-            turn2, seconds2 = self._timed(self.backend.extend, turn1.session, rows, follow_ups)
+            stream = self._stream(on_text, rows, hold_calls=True)
+            turn2, seconds2 = self._timed(self.backend.extend, turn1.session, rows, follow_ups, stream=stream)
             for i, follow_up, text, ids in zip(rows, follow_ups, turn2.texts, turn2.ids):
                 if isinstance(parse_response(text), CropCall):  # one tool round is run: a second call is no answer
                     results[i].answer = ""

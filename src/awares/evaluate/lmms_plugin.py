@@ -1,7 +1,7 @@
 """AwaRes as an lmms-eval model: ``lmms-eval --model awares --model_args pretrained=DIR,log_dir=DIR``.
 
 lmms-eval finds it through the ``lmms_eval.models`` entry point (``manifest``). ``generate_until``
-runs the engine in batches on any local checkpoint and, since lmms-eval logs no visual tokens,
+runs the engine in batches on a checkpoint (a local folder or a hub id) and, since lmms-eval logs no visual tokens,
 writes one line per sample to ``<log_dir>/<task>.jsonl``: the crops asked for, RTR, the visual
 tokens of view, crops and full image, and the time of each turn.
 """

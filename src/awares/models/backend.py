@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from ..protocol import Message
+
+# Called with a row of the batch and the ids that row has generated so far, as decoding goes on.
+Stream = Callable[[int, list[int]], None]
 
 
 @dataclass
@@ -21,11 +25,18 @@ class Turn:
 @runtime_checkable
 class Backend(Protocol):
     """What ``Engine`` needs of a model: its processor (token accounting, question checks), turn 1
-    on a batch of conversations, turn 2 on some of its rows, and a description for result files."""
+    on a batch of conversations, turn 2 on some of its rows, and a description for result files.
+    ``stream``, where a backend can, receives each answering row's ids as they are decoded."""
 
     processor: Any
 
-    def generate(self, conversations: list[list[Message]], max_new_tokens: int = 64, **sampling: Any) -> Turn: ...
+    def generate(
+        self,
+        conversations: list[list[Message]],
+        max_new_tokens: int = 64,
+        stream: Stream | None = None,
+        **sampling: Any,
+    ) -> Turn: ...
 
     def extend(
         self,
@@ -33,6 +44,7 @@ class Backend(Protocol):
         rows: list[int],
         conversations: list[list[Message]],
         max_new_tokens: int = 64,
+        stream: Stream | None = None,
         **sampling: Any,
     ) -> Turn: ...
 

@@ -13,6 +13,7 @@ policy's own draws, forced tokens included.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,6 +89,7 @@ class _Row:
     pending: list[int] = field(default_factory=list)  # forwarded in the next pass
     tail: list[int] = field(default_factory=list)  # final tokens, never forwarded in this turn
     crops: list[str] | None = None  # the call's crop ids once the row has committed to a call
+    streamed: int = 0  # how many generated ids were passed to ``stream``
     done: bool = False
     ended: bool = False
 
@@ -125,9 +127,13 @@ class GreedyDecoder:
         self.pad_id, self.image_token_id = pad_id, image_token_id
 
     @torch.inference_mode()
-    def decode(self, inputs: dict[str, Any], max_new_tokens: int) -> Decoded:
+    def decode(
+        self, inputs: dict[str, Any], max_new_tokens: int, stream: Callable[[int, list[int]], None] | None = None
+    ) -> Decoded:
         """Decode from ``inputs`` (prompt ids and mask, the new images' pixels or encoder outputs,
-        every image's grid, and the previous turn's cache if any) until every row has ended."""
+        every image's grid, and the previous turn's cache if any) until every row has ended.
+        ``stream(row, ids)`` gets each row's ids so far (end token excluded) after each step, for
+        rows that are not tool calls."""
         ids, mask = inputs["input_ids"], inputs["attention_mask"]
         cache = inputs.get("past_key_values") or DynamicCache(config=self.model.config.get_text_config())
         cached = cache.get_seq_length()
@@ -156,6 +162,7 @@ class GreedyDecoder:
         jump = self.grammar is not None and self._fits(1, max_new_tokens)
         for row, row_logits in zip(rows, logits[:, -1]):
             self._first(row, row_logits, max_new_tokens, jump)
+        self._stream(rows, stream)
         while any(not r.done for r in rows):
             width = max(len(r.pending) for r in rows)
             block = [[self.pad_id] * (width - len(r.pending)) + r.pending for r in rows]
@@ -174,12 +181,20 @@ class GreedyDecoder:
                     # the separator was forwarded ahead of a call that closed: a hole now
                     ids[i, -len(self.grammar.separator) :] = self.pad_id
                     mask[i, -len(self.grammar.separator) :] = 0
+            self._stream(rows, stream)
         width = max(len(r.tail) for r in rows)
         tail = [[self.pad_id] * (width - len(r.tail)) + r.tail for r in rows]
         tail_mask = [[0] * (width - len(r.tail)) + [1] * len(r.tail) for r in rows]
         ids = torch.cat([ids, torch.tensor(tail, device=ids.device)], dim=1)
         mask = torch.cat([mask, torch.tensor(tail_mask, device=mask.device, dtype=mask.dtype)], dim=1)
         return Decoded(ids, mask, cache, [r.generated for r in rows], [r.ended for r in rows])
+
+    def _stream(self, rows: list[_Row], stream: Callable[[int, list[int]], None] | None) -> None:
+        """Each answering row's ids so far, to ``stream``, where they grew since the last call."""
+        for i, row in enumerate(rows):
+            if stream and row.crops is None and len(row.generated) > row.streamed:
+                row.streamed = len(row.generated)
+                stream(i, [t for t in row.generated if t not in self.eos_ids])
 
     def _fits(self, crops: int, max_new_tokens: int) -> bool:
         """Whether a call naming ``crops`` crops, and its end token, fit in ``max_new_tokens``."""

@@ -10,11 +10,12 @@ from typing import Any
 
 import torch
 from transformers import AutoModelForImageTextToText, Cache, DynamicCache
+from transformers.generation.streamers import BaseStreamer
 
 from ..errors import InputError, ModelLoadError
 from ..hub import resolve_model
 from ..protocol import Message, images_of
-from .backend import Turn
+from .backend import Stream, Turn
 from .decoding import CallGrammar, GreedyDecoder
 from .processor import load_processor
 
@@ -37,6 +38,29 @@ class Session:
     grids: list[torch.Tensor]
     cache: Cache
     ended: list[bool]
+
+
+class _RowStreamer(BaseStreamer):
+    """``generate``'s streamer for a batch: each row's ids so far, until its end token, to ``stream``."""
+
+    def __init__(self, stream: Stream, eos_ids: set[int]):
+        self.stream, self.eos_ids = stream, eos_ids
+        self.rows: list[list[int]] | None = None  # None until the prompt, which generate puts first
+        self.ended: list[bool] = []
+
+    def put(self, value: torch.Tensor) -> None:
+        if self.rows is None:
+            self.rows, self.ended = [[] for _ in range(value.shape[0])], [False] * value.shape[0]
+            return
+        for row, token in enumerate(value.tolist()):
+            if self.ended[row] or token in self.eos_ids:
+                self.ended[row] = True
+                continue
+            self.rows[row].append(token)
+            self.stream(row, list(self.rows[row]))
+
+    def end(self) -> None:
+        pass
 
 
 def _check_model_dir(path: Path) -> None:
@@ -154,15 +178,22 @@ class HFBackend:
     def _encode(self, texts: list[str], images: list[Any]) -> dict[str, torch.Tensor]:
         return self.processor(text=texts, images=images or None, padding=True, return_tensors="pt").to(self.device)
 
-    def generate(self, conversations: list[list[Message]], max_new_tokens: int = 64, **sampling: Any) -> Turn:
-        """Turn 1: prefill each conversation (batched, left padded) and decode."""
+    def generate(
+        self,
+        conversations: list[list[Message]],
+        max_new_tokens: int = 64,
+        stream: Stream | None = None,
+        **sampling: Any,
+    ) -> Turn:
+        """Turn 1: prefill each conversation (batched, left padded) and decode; ``stream(row, ids)``
+        gets each answering row's ids so far as they are decoded."""
         inputs = self._encode(
             [self._prompt(c) for c in conversations], [im for c in conversations for im in images_of(c)]
         )
         grids = self._split_grids(inputs.get("image_grid_thw"), [len(images_of(c)) for c in conversations])
         if self._greedy(sampling):
             inputs = self._after_system_turn(conversations, inputs)
-        return self._decode(conversations, inputs, grids, max_new_tokens, sampling)
+        return self._decode(conversations, inputs, grids, max_new_tokens, stream, sampling)
 
     def _greedy(self, sampling: dict[str, Any]) -> bool:
         """Whether a turn runs ``GreedyDecoder`` (jump-forward on, greedy, no extra generate options)."""
@@ -206,6 +237,7 @@ class HFBackend:
         rows: list[int],
         conversations: list[list[Message]],
         max_new_tokens: int = 64,
+        stream: Stream | None = None,
         **sampling: Any,
     ) -> Turn:
         """Turn 2 for ``rows`` of ``session``: each conversation is that row's conversation plus new
@@ -238,7 +270,7 @@ class HFBackend:
         all_grids = torch.cat(grids) if any(len(g) for g in grids) else None
         if all_grids is not None:
             inputs["image_grid_thw"] = all_grids
-        return self._decode(conversations, inputs, grids, max_new_tokens, sampling)
+        return self._decode(conversations, inputs, grids, max_new_tokens, stream, sampling)
 
     def _tail(self, session: Session, row: int, conversation: list[Message]) -> str:
         """Template text that follows row ``row``'s generated ids in ``conversation``."""
@@ -271,10 +303,11 @@ class HFBackend:
         inputs: dict[str, Any],
         grids: list[torch.Tensor],
         max_new_tokens: int,
+        stream: Stream | None,
         sampling: dict[str, Any],
     ) -> Turn:
         if self._greedy(sampling):
-            decoded = self.decoder.decode(inputs, max_new_tokens)
+            decoded = self.decoder.decode(inputs, max_new_tokens, stream)
             texts = [self.tokenizer.decode(ids, skip_special_tokens=True) for ids in decoded.generated]
             session = Session(
                 conversations, decoded.sequences, decoded.attention_mask, grids, decoded.cache, decoded.ended
@@ -288,6 +321,7 @@ class HFBackend:
                 return_dict_in_generate=True,
                 use_cache=True,
                 pad_token_id=self.pad_id,
+                streamer=_RowStreamer(stream, self.eos_ids) if stream else None,
                 **sampling,
             )
         prompt_len = inputs["input_ids"].shape[1]

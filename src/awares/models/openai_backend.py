@@ -16,7 +16,7 @@ from PIL import Image
 
 from ..hub import resolve_model
 from ..protocol import CALL_OR_ANSWER_REGEX, Message
-from .backend import Turn
+from .backend import Stream, Turn
 from .endpoint import EndpointError, data_url
 from .processor import load_processor
 
@@ -78,8 +78,14 @@ class OpenAIBackend:
     def describe(self) -> dict[str, Any]:
         return {"url": self.base_url, "model": self.model, "guided_calls": self.extra_body is not None}
 
-    def generate(self, conversations: list[list[Message]], max_new_tokens: int = 64, **sampling: Any) -> Turn:
-        """Turn 1: one completion per conversation."""
+    def generate(
+        self,
+        conversations: list[list[Message]],
+        max_new_tokens: int = 64,
+        stream: Stream | None = None,
+        **sampling: Any,
+    ) -> Turn:
+        """Turn 1: one completion per conversation (whole: ``stream`` is not called)."""
         with ThreadPoolExecutor(min(self.concurrency, max(len(conversations), 1))) as pool:
             texts = list(pool.map(lambda c: self._complete(c, max_new_tokens, sampling), conversations))
         tokenizer = self.processor.tokenizer
@@ -91,6 +97,7 @@ class OpenAIBackend:
         rows: list[int],
         conversations: list[list[Message]],
         max_new_tokens: int = 64,
+        stream: Stream | None = None,
         **sampling: Any,
     ) -> Turn:
         """Turn 2 for ``rows``: each whole conversation again (the server's prefix cache holds turn 1)."""

@@ -1,7 +1,7 @@
 """The crop-retrieval protocol: system prompt, tool-call parsing and message building."""
 
 from .messages import Message, images_of, turn1_messages, turn2_messages
-from .parse import Answer, CropCall, Parsed, ParseError, parse_lenient, parse_response, parse_strict
+from .parse import Answer, CropCall, Parsed, ParseError, may_become_call, parse_lenient, parse_response, parse_strict
 from .prompt import CALL_OR_ANSWER_REGEX, CALL_PREFIX, SYSTEM_PROMPT, format_call
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "Parsed",
     "format_call",
     "images_of",
+    "may_become_call",
     "parse_lenient",
     "parse_response",
     "parse_strict",

@@ -101,6 +101,15 @@ def parse_lenient(text: str) -> Parsed:
     return CropCall(_canonical(known), tuple(unknown))
 
 
+def may_become_call(text: str) -> bool:
+    """Whether a turn that begins with ``text`` may still turn out to be a tool call: it holds a call
+    already, or it is so far the beginning of one (``GET``, ``get crop`` ...)."""
+    if _CALL.search(text):
+        return True
+    start = text.lstrip().lower()
+    return any(form.startswith(start) for form in ("get_crops", "get crops", "get-crops", "getcrops"))
+
+
 def parse_response(text: str, strict: bool = False) -> Parsed:
     """Parse one model turn with the strict or the lenient grammar."""
     return parse_strict(text) if strict else parse_lenient(text)

@@ -3,7 +3,9 @@
 Requests that arrive together run as one engine batch (``Batcher``) on one worker; a full queue
 answers 503 with ``Retry-After``. Each completion carries the usual ``usage`` (with the visual tokens
 actually used) and an ``awares`` object: crops, RTR, tokens of view, crops and full image, time per
-turn. ``GET /v1/models``, ``/health`` and ``/metrics`` (Prometheus) complete the API.
+turn. With ``stream: true`` the answer comes as server-sent ``chat.completion.chunk`` events while it
+is decoded (turn 1 and the crop fetch stay on the server), the ``awares`` object on the last chunk.
+``GET /v1/models``, ``/health`` and ``/metrics`` (Prometheus) complete the API.
 """
 
 from __future__ import annotations
@@ -18,15 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from ..crops import CROP_NAMES, crop_box
 from ..errors import AwaresError
-from ..runtime import POLICIES, Engine, Result
+from ..runtime import Engine, Result
 from ..runtime import Request as EngineRequest
 from .batcher import Batcher, QueueFull
-from .requests import BadRequest, Limits, parse_chat, parse_conversation
+from .requests import BadRequest, Limits, Options, parse_chat, parse_conversation, parse_options
 
 DEMO_PAGE = Path(__file__).with_name("demo.html")
 
@@ -80,6 +82,13 @@ def raw_completion(text: str, model: str, generated: int) -> dict[str, Any]:
     }
 
 
+def chunk(completion_id: str, model: str, delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
+    """One server-sent event of a streamed completion (``chat.completion.chunk``)."""
+    choice = {"index": 0, "delta": delta, "finish_reason": finish}
+    body = {"id": completion_id, "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
+    return f"data: {json.dumps({**body, 'choices': [choice], **extra})}\n\n"
+
+
 def completion(result: Result, model: str, question_tokens: int, min_crop_side: int = 100) -> dict[str, Any]:
     """An OpenAI ``chat.completion`` for ``result``: ``usage`` counts the visual tokens used."""
     visual = result.tokens.view + result.tokens.crops
@@ -118,15 +127,21 @@ def create_app(engine: Engine, config: ServeConfig | None = None, raw: bool = Fa
     engine.config.batch_size = config.max_batch
     metrics = Metrics()
 
-    def run(key: tuple[str, int], jobs: list[Any]) -> list[tuple[Any, int]]:
-        """On the worker thread, the only one that touches the model and its tokenizer."""
-        policy, max_tokens = key
+    def run(key: tuple[str, int, float, float], jobs: list[tuple[Any, Any]]) -> list[tuple[Any, int]]:
+        """On the worker thread, the only one that touches the model and its tokenizer. A job is a
+        request and, when it streams, the sink its answer text so far goes to."""
+        policy, max_tokens, temperature, top_p = key
+        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature else {}
+        payloads, sinks = [p for p, _ in jobs], [s for _, s in jobs]
+        on_text = (lambda i, text: sinks[i] and sinks[i](text)) if any(sinks) else None
         if raw:
-            turn = engine.backend.generate(jobs, max_new_tokens=max_tokens)
+            decode = engine.backend.processor.tokenizer.decode
+            stream = (lambda row, ids: on_text(row, decode(ids, skip_special_tokens=True))) if on_text else None
+            turn = engine.backend.generate(payloads, max_new_tokens=max_tokens, stream=stream, **sampling)
             return [(text, len(ids)) for text, ids in zip(turn.texts, turn.ids)]
-        engine.config.max_new_tokens = max_tokens
-        results = engine.answer_batch(jobs, policy)
-        return [(result, engine.question_tokens(r.question)) for result, r in zip(results, jobs)]
+        engine.config.max_new_tokens, engine.config.sampling = max_tokens, sampling
+        results = engine.answer_batch(payloads, policy, on_text=on_text)
+        return [(result, engine.question_tokens(r.question)) for result, r in zip(results, payloads)]
 
     batcher = Batcher(run, config.max_batch, config.max_wait_ms, config.queue_size)
 
@@ -146,12 +161,13 @@ def create_app(engine: Engine, config: ServeConfig | None = None, raw: bool = Fa
         metrics.latency.observe(time.perf_counter() - began)
         return response
 
-    def prepare(payload: Any) -> tuple[Any, tuple[str, int]]:
-        """The job and batch key of a request (raises ``BadRequest``)."""
+    def prepare(payload: Any) -> tuple[Any, Options]:
+        """The job and options of a request (raises ``BadRequest``)."""
+        options = parse_options(payload, config.model_name, ("crops", "full", "low"), config.max_tokens)
         if raw:
-            return parse_conversation(payload, config.limits), ("raw", _key(payload, config)[1])
+            return parse_conversation(payload, config.limits), options
         image, question = parse_chat(payload, config.limits)
-        return EngineRequest(image, question), _key(payload, config)
+        return EngineRequest(image, question), options
 
     async def _answer(request: Request) -> JSONResponse:
         declared = request.headers.get("content-length", "0")
@@ -161,25 +177,76 @@ def create_app(engine: Engine, config: ServeConfig | None = None, raw: bool = Fa
         if len(body) > config.max_request_bytes:
             return _error(413, f"the request is {len(body):,} bytes; the limit is {config.max_request_bytes:,}")
         try:
-            job, key = await asyncio.to_thread(prepare, json.loads(body))
+            job, options = await asyncio.to_thread(prepare, json.loads(body))
         except json.JSONDecodeError as err:
             return _error(400, f"the body is not JSON: {err}")
         except BadRequest as err:
             return _error(err.status, err.message)
+        texts: asyncio.Queue[str] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        sink = (lambda text: loop.call_soon_threadsafe(texts.put_nowait, text)) if options.stream else None
         try:
-            future = batcher.submit(job, key)
+            done = asyncio.wrap_future(batcher.submit((job, sink), options.key))
         except QueueFull as err:
             return _error(503, f"the server is busy ({err}); retry shortly", {"Retry-After": "1"})
+        if options.stream:
+            first = asyncio.ensure_future(texts.get())
+            await asyncio.wait({first, done}, return_when=asyncio.FIRST_COMPLETED)
+            if not first.done() and isinstance(done.exception(), AwaresError):  # refused before any text
+                first.cancel()
+                return _error(400, str(done.exception()))
+            return StreamingResponse(_events(first, texts, done, options), media_type="text/event-stream")
         try:
-            result, tokens = await asyncio.wrap_future(future)
+            result, tokens = await done
         except AwaresError as err:  # the engine refused the question (too long, control tokens)
             return _error(400, str(err))
+        return JSONResponse(_completion(result, tokens))
+
+    def _completion(result: Any, tokens: int) -> dict[str, Any]:
         if raw:
-            return JSONResponse(raw_completion(result, config.model_name, tokens))
+            return raw_completion(result, config.model_name, tokens)
         metrics.tokens.labels("used").inc(result.tokens.view + result.tokens.crops)
         metrics.tokens.labels("full").inc(result.tokens.full)
         metrics.rtr.observe(result.rtr)
-        return JSONResponse(completion(result, config.model_name, tokens, engine.config.min_crop_side))
+        return completion(result, config.model_name, tokens, engine.config.min_crop_side)
+
+    async def _events(getter: asyncio.Future, texts: asyncio.Queue, done: asyncio.Future, options: Options):
+        """The answer as it is decoded: deltas of its text so far (whitespace at its ends held back,
+        as the final answer is stripped), then the rest of the final answer, the finish, usage."""
+        completion_id, model = f"chatcmpl-{uuid.uuid4().hex}", config.model_name
+        yield chunk(completion_id, model, {"role": "assistant", "content": ""})
+        sent = ""
+        while True:
+            await asyncio.wait({getter, done}, return_when=asyncio.FIRST_COMPLETED)
+            arrived = [getter.result()] if getter.done() else []
+            while not texts.empty():
+                arrived.append(texts.get_nowait())
+            for text in arrived:
+                visible = text.rstrip("\ufffd").strip()  # an unfinished UTF-8 character waits for its bytes
+                if visible.startswith(sent) and len(visible) > len(sent):
+                    yield chunk(completion_id, model, {"content": visible[len(sent) :]})
+                    sent = visible
+            if done.done():
+                break
+            if getter.done():
+                getter = asyncio.ensure_future(texts.get())
+        getter.cancel()
+        try:
+            result, tokens = done.result()
+        except AwaresError as err:
+            yield f"data: {json.dumps({'error': {'message': str(err), 'type': 'invalid_request_error'}})}\n\n"
+            yield "data: [DONE]\n\n"
+            return
+        whole = _completion(result, tokens)
+        answer = whole["choices"][0]["message"]["content"]
+        if answer.startswith(sent) and len(answer) > len(sent):
+            yield chunk(completion_id, model, {"content": answer[len(sent) :]})
+        extra = {"awares": whole["awares"]} if "awares" in whole else {}
+        yield chunk(completion_id, model, {}, "stop", **extra)
+        if options.include_usage:
+            body = {"id": completion_id, "object": "chat.completion.chunk", "created": int(time.time())}
+            yield f"data: {json.dumps({**body, 'model': model, 'choices': [], 'usage': whole['usage']})}\n\n"
+        yield "data: [DONE]\n\n"
 
     @app.get("/", response_class=HTMLResponse)
     def demo() -> str:
@@ -198,17 +265,6 @@ def create_app(engine: Engine, config: ServeConfig | None = None, raw: bool = Fa
         return PlainTextResponse(generate_latest(metrics.registry).decode(), media_type="text/plain; version=0.0.4")
 
     return app
-
-
-def _key(payload: dict[str, Any], config: ServeConfig) -> tuple[str, int]:
-    """The batch key of a request: its policy (``policy`` field, default ``crops``) and max_tokens."""
-    policy = payload.get("policy", "crops")
-    if policy not in POLICIES or policy == "oracle":
-        raise BadRequest(400, f"unknown policy {policy!r}; choose crops, full or low")
-    max_tokens = next((payload[k] for k in ("max_tokens", "max_completion_tokens") if payload.get(k) is not None), 32)
-    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= config.max_tokens:
-        raise BadRequest(400, f"max_tokens must be an integer in 1..{config.max_tokens}")
-    return policy, max_tokens
 
 
 def serve_in_thread(app: FastAPI, host: str = "127.0.0.1") -> tuple[Any, str]:

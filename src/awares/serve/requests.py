@@ -149,3 +149,59 @@ def parse_conversation(body: Any, limits: Limits, max_images: int = 16) -> list[
         )
 
     return [{"role": role, "content": [part(*p) for p in parts]} for role, parts in messages]
+
+
+@dataclass(frozen=True)
+class Options:
+    """A chat request's generation options, checked as vLLM checks them. ``key`` groups requests
+    that one engine call can answer together."""
+
+    policy: str
+    max_tokens: int
+    temperature: float
+    top_p: float
+    stream: bool
+    include_usage: bool
+
+    @property
+    def key(self) -> tuple[str, int, float, float]:
+        return self.policy, self.max_tokens, self.temperature, self.top_p
+
+
+def _number(body: dict[str, Any], name: str, default: float, low: float, high: float, low_open: bool = False) -> float:
+    value = body.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        raise BadRequest(400, f"{name} must be a number, not {value!r}")
+    if value > high or value < low or (low_open and value == low):
+        raise BadRequest(400, f"{name} must be in {'(' if low_open else '['}{low}, {high}]; got {value}")
+    return float(value)
+
+
+def parse_options(body: Any, model: str, policies: tuple[str, ...], max_tokens_limit: int) -> Options:
+    """The options of a chat request: 404 for another model, 400 for what cannot be honoured (``n``
+    other than 1, a non-numeric or out-of-range ``temperature`` or ``top_p``, ``stream_options``
+    without ``stream``). ``temperature`` defaults to 0: greedy, as the protocol is evaluated."""
+    if not isinstance(body, dict):
+        raise BadRequest(400, "the request body must be a JSON object")
+    if body.get("model") is not None and body["model"] != model:
+        raise BadRequest(404, f"The model `{body['model']}` does not exist.")
+    if body.get("n") not in (None, 1):
+        raise BadRequest(400, f"n must be 1 (one choice per request); got {body['n']!r}")
+    policy = body.get("policy", "crops")
+    if policy not in policies:
+        raise BadRequest(400, f"unknown policy {policy!r}; choose {', '.join(policies)}")
+    max_tokens = next((body[k] for k in ("max_tokens", "max_completion_tokens") if body.get(k) is not None), 32)
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= max_tokens_limit:
+        raise BadRequest(400, f"max_tokens must be an integer in 1..{max_tokens_limit}")
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise BadRequest(400, f"stream must be true or false, not {stream!r}")
+    stream_options = body.get("stream_options")
+    if stream_options is not None and (not stream or not isinstance(stream_options, dict)):
+        raise BadRequest(400, "stream_options is an object, and only with stream: true")
+    include_usage = bool((stream_options or {}).get("include_usage", False))
+    temperature = _number(body, "temperature", 0.0, 0.0, 2.0)
+    top_p = _number(body, "top_p", 1.0, 0.0, 1.0, low_open=True)
+    return Options(policy, max_tokens, temperature, top_p, stream, include_usage)

@@ -121,3 +121,35 @@ def test_default_model_is_the_shipped_policy_for_crops_and_the_base_for_baseline
     (tmp_path / "assets" / "awares" / "model.safetensors").unlink()
     monkeypatch.setattr(default, "random_tiny_dir", lambda: tmp_path / "random")
     assert default_model_dir("crops") == tmp_path / "random"  # no shipped policy: the random tiny model
+
+
+def test_a_file_where_a_folder_belongs_and_a_folder_where_a_file_belongs_exit_2(tmp_path, image_path, capsys):
+    a_file, a_folder = tmp_path / "results.txt", tmp_path / "folder"
+    a_file.write_text("not a folder")
+    a_folder.mkdir()
+    f, d = str(a_file), str(a_folder)
+    cases = [
+        ["eval", "--out", f],
+        ["demo", "--out", f],
+        ["curate", "--out", f],
+        ["curate", "--judge-template", d],
+        ["synth", "--out", f],
+        ["train", "base", "--output-dir", f],
+        ["train", "base", d],
+        ["train", "base", "--init", f],
+        ["train", "sft", "--output-dir", f],
+        ["train", "sft", "--data", d],
+        ["train", "grpo", d],
+        ["train", "grpo", "--data", d],
+        ["pipeline", "--out", f],
+        ["pipeline", d],
+        ["pipeline", "--base-model", f],
+        ["serve", "--allowed-local-media-path", f],
+        ["build-tiny", f],
+        ["ask", d, "q"],
+    ]
+    for args in cases:
+        assert main(args) == 2, args
+        err = capsys.readouterr().err
+        assert ("is a file; give a folder" in err or "is a folder; give a file" in err) and "Traceback" not in err, args
+    assert not list(a_folder.iterdir())  # nothing was written

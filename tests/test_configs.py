@@ -78,7 +78,7 @@ def test_a_bad_config_file_is_a_clear_error_with_exit_status_2(tmp_path, capsys)
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err
     assert main(["train", "grpo", str(tmp_path / "missing.toml")]) == 2
-    assert "cannot read config" in capsys.readouterr().err
+    assert "missing.toml does not exist" in capsys.readouterr().err
 
 
 def test_a_config_extends_another_and_states_only_what_it_changes(tmp_path):

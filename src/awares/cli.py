@@ -34,6 +34,31 @@ def _number(kind: type, low: float | None = None, high: float | None = None, low
     return parse
 
 
+def FOLDER(text: str) -> str:  # noqa: N802 (an argparse type, named like the others)
+    """An argparse type: a folder to write into (made if missing); an existing file is refused."""
+    if Path(text).exists() and not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file; give a folder")
+    return text
+
+
+def EXISTING_FOLDER(text: str) -> str:  # noqa: N802
+    """An argparse type: a folder that exists."""
+    if not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(
+            f"{text} {'is a file' if Path(text).exists() else 'does not exist'}; give a folder"
+        )
+    return text
+
+
+def EXISTING_FILE(text: str) -> str:  # noqa: N802
+    """An argparse type: a file that exists (a folder is refused)."""
+    if not Path(text).is_file():
+        raise argparse.ArgumentTypeError(
+            f"{text} {'is a folder' if Path(text).exists() else 'does not exist'}; give a file"
+        )
+    return text
+
+
 POSITIVE = _number(int, 1)
 FRACTION = _number(float, 0.0, 1.0)  # [0, 1]
 SCALE = _number(float, 0.0, 1.0, low_open=True)  # (0, 1]
@@ -354,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     ask = sub.add_parser("ask", help="answer a question about an image")
-    ask.add_argument("image", help="path to the image")
+    ask.add_argument("image", type=EXISTING_FILE, help="path to the image")
     ask.add_argument("question")
     ask.add_argument(
         "--policy",
@@ -368,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     ask.set_defaults(func=cmd_ask)
 
     demo = sub.add_parser("demo", help="run every policy on a generated high-resolution image")
-    demo.add_argument("--out", default="runs/demo", help="where the demo image is written")
+    demo.add_argument("--out", type=FOLDER, default="runs/demo", help="folder the demo images are written to")
     _model_options(demo)
     demo.set_defaults(func=cmd_demo)
 
@@ -382,7 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--policy", default="full,low,crops,oracle", help="comma-separated policies")
     ev.add_argument("--limit", type=POSITIVE, help="only the first N records")
-    ev.add_argument("--out", default="runs/eval", help="results folder (re-running resumes)")
+    ev.add_argument("--out", type=FOLDER, default="runs/eval", help="results folder (re-running resumes)")
     ev.add_argument("--batch-size", type=POSITIVE, default=8)
     ev.add_argument(
         "--task", choices=TASKS, help="a Table-1 benchmark: lmms-eval's copy on the hub, or its local copy in --data"
@@ -403,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-outside-images", action="store_true", help="accept image paths outside the dataset's folder"
     )
     cur.add_argument("--limit", type=POSITIVE, help="only the first N records")
-    cur.add_argument("--out", default="runs/curate", help="output folder (re-running resumes)")
+    cur.add_argument("--out", type=FOLDER, default="runs/curate", help="output folder (re-running resumes)")
     cur.add_argument("--shard", default="0/1", help="I/N: run the I-th of N shards (0-based); shards merge")
     cur.add_argument("--batch-size", type=POSITIVE, default=8)
     cur.add_argument("--judge", choices=["rule", "llm"], default="rule")
@@ -413,7 +438,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cur.add_argument("--judge-url", help="LLM judge: OpenAI-compatible base URL, e.g. http://localhost:8000/v1")
     cur.add_argument("--judge-model", help="LLM judge: model name on that server")
-    cur.add_argument("--judge-template", help="LLM judge: prompt file with {question} {answers} {prediction}")
+    cur.add_argument(
+        "--judge-template", type=EXISTING_FILE, help="LLM judge: prompt file with {question} {answers} {prediction}"
+    )
     cur.add_argument("--oracle", choices=["gt", "ocr", "vlm"], default="gt", help="gt: the dataset's boxes")
     cur.add_argument("--oracle-url", help="VLM oracle: OpenAI-compatible base URL")
     cur.add_argument("--oracle-model", help="VLM oracle: grounding model name (boxes 0-1000)")
@@ -431,15 +458,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     synth.add_argument("--n", type=POSITIVE, default=400)
     synth.add_argument("--detail-fraction", type=FRACTION, default=0.4)
-    synth.add_argument("--out", required=True)
+    synth.add_argument("--out", type=FOLDER, required=True, help="folder for data.jsonl and images/")
     synth.set_defaults(func=cmd_synth)
 
     train = sub.add_parser("train", help="training stages")
     stages = train.add_subparsers(dest="stage", required=True)
     base = stages.add_parser("base", help="train the tiny base VLM on the synthetic benchmark")
-    base.add_argument("config", nargs="?", help="TOML config (default: built-in defaults)")
-    base.add_argument("--output-dir")
-    base.add_argument("--init", help="a trained base to train further (configs/ground.toml); default: from scratch")
+    base.add_argument("config", nargs="?", type=EXISTING_FILE, help="TOML config (default: built-in defaults)")
+    base.add_argument("--output-dir", type=FOLDER)
+    base.add_argument(
+        "--init", type=EXISTING_FOLDER, help="a trained base to train further (configs/ground.toml); default: scratch"
+    )
     base.add_argument("--max-steps", type=int, help="stop after this many steps instead of the config's")
     base.add_argument("--seed", type=_number(int, 0), help=SEED_HELP)
     base.set_defaults(func=cmd_train_base)
@@ -448,17 +477,21 @@ def build_parser() -> argparse.ArgumentParser:
         ("grpo", cmd_train_grpo, "multi-turn GRPO: correctness minus crop cost, from the SFT policy"),
     ]:
         stage = stages.add_parser(name, help=text)
-        stage.add_argument("config", nargs="?", help="TOML config (default: built-in defaults)")
-        stage.add_argument("--data", help="trajectories.jsonl from `awares curate`")
-        stage.add_argument("--model", help="checkpoint to start from")
-        stage.add_argument("--output-dir")
+        stage.add_argument("config", nargs="?", type=EXISTING_FILE, help="TOML config (default: built-in defaults)")
+        stage.add_argument("--data", type=EXISTING_FILE, help="trajectories.jsonl from `awares curate`")
+        stage.add_argument("--model", help="checkpoint to start from: a folder or a hub id")
+        stage.add_argument("--output-dir", type=FOLDER)
         stage.add_argument("--seed", type=_number(int, 0), help=SEED_HELP)
         stage.set_defaults(func=func)
 
     pipe = sub.add_parser("pipeline", help="every stage in order: base, ground, curate, SFT, GRPO, eval (resumable)")
-    pipe.add_argument("config", nargs="?", help="TOML pipeline config (default: configs/pipeline.toml values)")
-    pipe.add_argument("--out", help="output folder (default: the config's out_dir)")
-    pipe.add_argument("--base-model", help="a trained base VLM to start from instead of training one")
+    pipe.add_argument(
+        "config", nargs="?", type=EXISTING_FILE, help="TOML pipeline config (default: configs/pipeline.toml values)"
+    )
+    pipe.add_argument("--out", type=FOLDER, help="output folder (default: the config's out_dir)")
+    pipe.add_argument(
+        "--base-model", type=EXISTING_FOLDER, help="a trained base VLM to start from instead of training one"
+    )
     pipe.set_defaults(func=cmd_pipeline)
 
     serve = sub.add_parser("serve", help="an OpenAI-compatible HTTP API running the protocol, with dynamic batching")
@@ -472,13 +505,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-image-bytes", type=POSITIVE, default=20 << 20)
     serve.add_argument("--max-image-pixels", type=POSITIVE, default=50_000_000)
     serve.add_argument("--allow-remote-images", action="store_true", help="fetch http(s) image URLs")
-    serve.add_argument("--allowed-local-media-path", help="read image paths under this folder only")
+    serve.add_argument(
+        "--allowed-local-media-path", type=EXISTING_FOLDER, help="read image paths under this folder only"
+    )
     serve.add_argument("--raw", action="store_true", help="a plain VLM endpoint: no protocol, whole conversations")
     _model_options(serve)
     serve.set_defaults(func=cmd_serve)
 
     tiny = sub.add_parser("build-tiny", help="build a random-init tiny Qwen2.5-VL with its processor, offline")
-    tiny.add_argument("output")
+    tiny.add_argument("output", type=FOLDER)
     tiny.add_argument("--seed", type=_number(int, 0), default=0)
     tiny.set_defaults(func=cmd_build_tiny)
     return parser
@@ -494,7 +529,11 @@ def _end_process_group() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command; the exit status: 0, or 2 for a usage or input error (message on stderr)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # argparse: --help (0) or a usage error (2), its message printed
+        return int(exit_.code or 0)
     try:
         args.func(args)
     except AwaresError as err:

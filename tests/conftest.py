@@ -1,7 +1,7 @@
 """Shared fixtures: one tiny random Qwen2.5-VL built offline per test session.
 
 ``AWARES_TEST_DEVICE=cuda`` runs the backend tests on the GPU (float32, so exact comparisons hold):
-``benchmarks/gpu_check.sh`` does.
+``scripts/gpu_check.sh`` does.
 """
 
 from __future__ import annotations

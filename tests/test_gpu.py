@@ -1,4 +1,4 @@
-"""The CUDA / bfloat16 paths, run by ``benchmarks/gpu_check.sh`` on a GPU machine; skipped without one."""
+"""The CUDA / bfloat16 paths, run by ``scripts/gpu_check.sh`` on a GPU machine; skipped without one."""
 
 import json
 

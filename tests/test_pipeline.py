@@ -40,6 +40,8 @@ def test_pipeline_runs_every_stage_then_skips_what_is_done(tmp_path, monkeypatch
     first = capsys.readouterr().out
     assert "base: training" in first and "ground: training" in first and "grpo: training" in first
     stamps = {s: (run / s / "final" / "model.safetensors").stat().st_mtime_ns for s in ("base", "sft", "grpo")}
+    times = json.loads((run / "stage_times.json").read_text())
+    assert list(times) == ["base", "ground", "curate", "sft", "grpo", "eval"] and all(t > 0 for t in times.values())
 
     (run / "grpo" / "final" / "train_log.json").unlink()  # as if GRPO had been interrupted before saving
     assert main(["pipeline", str(config)]) == 0
@@ -52,3 +54,5 @@ def test_pipeline_runs_every_stage_then_skips_what_is_done(tmp_path, monkeypatch
     )
     assert all((run / s / "final" / "model.safetensors").stat().st_mtime_ns == stamps[s] for s in ("base", "sft"))
     assert sum(1 for _ in (run / "eval" / "awares.jsonl").open()) == 4  # evaluation resumed, nothing doubled
+    again_times = json.loads((run / "stage_times.json").read_text())
+    assert again_times["base"] == times["base"] and again_times["grpo"] > times["grpo"]  # the rerun stage adds

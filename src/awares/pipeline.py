@@ -4,11 +4,16 @@ resumable run.
 Every stage writes under ``out_dir``. A trainer whose ``final/train_log.json`` exists (written last)
 is skipped; an interrupted one resumes from its last checkpoint. Curation and evaluation resume per
 sample, so re-running the same command finishes whatever is missing and redoes nothing.
+``out_dir/stage_times.json`` holds the wall seconds of each stage (added up over the runs it took).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +48,7 @@ class PipelineConfig(TomlConfig):
     batch_size: int = 8
     max_new_tokens: int = 16
     # Keys set on top of a stage's TOML, by stage: `[overrides.base] max_steps = 300` runs a stage
-    # config shortened (benchmarks/gpu_check.sh's short run) without a copy of it.
+    # config shortened (scripts/gpu_check.sh's short run) without a copy of it.
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -61,22 +66,44 @@ def _trained(final: Path) -> bool:
     return (final / "train_log.json").is_file()
 
 
+class StageTimes:
+    """``<out>/stage_times.json``: the wall seconds of each stage, written as each one ends; a stage
+    run again (resumed, or curation and evaluation finishing their samples) adds its seconds."""
+
+    def __init__(self, out: Path):
+        self.path = out / "stage_times.json"
+        self.seconds: dict[str, float] = json.loads(self.path.read_text()) if self.path.is_file() else {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        began = time.perf_counter()
+        yield
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - began
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.path.with_suffix(".tmp")
+        partial.write_text(json.dumps(self.seconds, indent=2))
+        os.replace(partial, self.path)
+
+
 def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = print) -> dict[str, Any]:
     """Run (or finish) every stage; return the evaluation summaries by policy name."""
     out = Path(config.out_dir)
+    clock = StageTimes(out)
     base = Path(config.base_model) if config.base_model else out / "base" / "final"
     if config.base_model or _trained(base):
         say(f"base: using {base}")
     else:
         say("base: training")
-        base = train_base(config.stage("base", BaseTrainConfig, output_dir=str(out / "base")))
+        with clock.stage("base"):
+            base = train_base(config.stage("base", BaseTrainConfig, output_dir=str(out / "base")))
     if config.ground:
         grounded = out / "ground" / "final"
         if _trained(grounded):
             say("ground: done, skipped")
         else:
             say("ground: training")
-            train_base(config.stage("ground", BaseTrainConfig, init=str(base), output_dir=str(out / "ground")))
+            with clock.stage("ground"):
+                train_base(config.stage("ground", BaseTrainConfig, init=str(base), output_dir=str(out / "ground")))
         base = grounded
 
     runtime = RuntimeConfig(max_new_tokens=config.max_new_tokens, batch_size=config.batch_size)
@@ -86,7 +113,8 @@ def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = print) -> 
     curation = CurateConfig(
         out_dir=str(out / "curate"), batch_size=config.batch_size, keep_unsolvable=config.keep_unsolvable
     )
-    curate(records, base_engine, RuleJudge(), GroundTruthOracle(), curation)
+    with clock.stage("curate"):
+        curate(records, base_engine, RuleJudge(), GroundTruthOracle(), curation)
     trajectories = str(out / "curate" / "trajectories.jsonl")
 
     policies = {}
@@ -99,7 +127,8 @@ def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = print) -> 
             say(f"{name}: done, skipped")
         else:
             say(f"{name}: training")
-            train(config.stage(name, cls, data=trajectories, model=str(start), output_dir=str(out / name)))
+            with clock.stage(name):
+                train(config.stage(name, cls, data=trajectories, model=str(start), output_dir=str(out / name)))
         policies[name] = final
 
     say("eval: full, low, oracle (base model), sft and awares (crops policy)")
@@ -111,6 +140,7 @@ def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = print) -> 
         "sft": ("crops", Engine(HFBackend.load(policies["sft"]), runtime)),
         "awares": ("crops", Engine(HFBackend.load(policies["grpo"]), runtime)),
     }
-    summaries, table = evaluate(runs, test, out / "eval", batch_size=config.batch_size)
+    with clock.stage("eval"):
+        summaries, table = evaluate(runs, test, out / "eval", batch_size=config.batch_size)
     say(table)
     return summaries

@@ -16,7 +16,7 @@ middle; a half for plates across a midline near an edge). Image sides are multip
 28-px grid of merged tokens, so neither the full image, its half-resolution view nor any crop of the
 set is resampled by the Qwen2-VL processor: what the model sees is exactly what was drawn.
 
-Why this target (measured with ``benchmarks/quadrant_probe.py``, see docs/localisation.md): a
+Why this target (measured with ``experiments/quadrant_probe.py``, see docs/experiments/localisation.md): a
 from-scratch tiny model with zero-mean patch filters learns which quadrant holds the plate from the
 half-resolution view (94% in 500 steps), while earlier sessions found no way to make it find the
 12x10 px tag of v3, which is grey at half resolution. Why a colour checkerboard and not printed

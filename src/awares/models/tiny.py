@@ -75,13 +75,13 @@ class TinyConfig:
     # Text M-RoPE frequencies: interleaved t, h, w (``mrope_section = [1] * (head_dim // 2)``, the idea
     # of Qwen3-VL's interleaved M-RoPE; still a valid Qwen2.5-VL config) or Qwen2.5-VL's split, which
     # at head_dim 32 gives the width axis only its lowest frequencies (<= ~0.003 rad per token); the
-    # localisation probe reached 37.5% with interleaving and 27.5% with the split (docs/localisation.md).
+    # localisation probe reached 37.5% with interleaving and 27.5% with the split (docs/experiments/localisation.md).
     mrope_interleaved: bool = True
     # Share of the patch-embedding filters made zero-mean at init (0: none, 1: all), keeping
     # `patch_filter_mean` of their mean. A zero-mean filter embeds flat regions to zero and sees only
     # structure and edges: all of them made the plate of v4 findable from scratch but kept the base from
     # learning the background's colour; a small kept mean leaves flat colour a weak path
-    # (docs/localisation.md).
+    # (docs/experiments/localisation.md).
     center_patch_filters: float = 0.0
     patch_filter_mean: float = 0.0
     bpe_vocab: int = 1024

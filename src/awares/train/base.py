@@ -6,7 +6,7 @@ synthetic benchmark it reads plate codes at full resolution and cannot at half r
 view, to answer the crop id of the plate's cheapest cover (what the oracle mapping gives); with
 ``ground_steps`` > 0 a grounding-only run comes first, at a constant learning rate. With ``init`` a
 trained base is taught further (e.g. to ground, its own tasks mixed in) instead of a fresh model.
-Off in the shipped recipe: the bases trained so are in docs/localisation.md.
+Off in the shipped recipe: the bases trained so are in docs/experiments/localisation.md.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ class BaseTrainConfig(TomlConfig):
     workers: int = 0
     # Batches of views of similar size (`PooledLengthSampler`, pools of this many examples), for
     # less padding; 0: random batches. A grounding step of 8 spends about half its positions on
-    # padding (benchmarks/batch_padding.py).
+    # padding (experiments/batch_padding.py).
     length_pool: int = 0
     model: dict[str, Any] = field(default_factory=dict)  # TinyConfig overrides
 

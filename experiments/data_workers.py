@@ -1,7 +1,7 @@
 """Training time with and without a data-loading worker, and whether the weights come out the same.
 
-    python benchmarks/data_workers.py base configs/ground.toml --init runs/pipeline/base/final --steps 300
-    python benchmarks/data_workers.py sft configs/sft.toml --init runs/pipeline/ground/final \\
+    python experiments/data_workers.py base configs/ground.toml --init runs/pipeline/base/final --steps 300
+    python experiments/data_workers.py sft configs/sft.toml --init runs/pipeline/ground/final \\
         --data runs/pipeline/curate/trajectories.jsonl --steps 200
 
 Runs the stage's config for ``--steps`` steps twice, with ``workers = 0`` and ``workers = 1``, in

@@ -1,9 +1,9 @@
 """GRPO runs side by side: the last step against the step chosen on val, on test, and which meet the targets.
 
-    python benchmarks/grpo_seeds.py --run "1e-4 seed 0" runs/val-v12-e6-ckpt runs/test-v12-e6-ckpt \\
+    python experiments/grpo_seeds.py --run "1e-4 seed 0" runs/val-v12-e6-ckpt runs/test-v12-e6-ckpt \\
         --run "1e-4 seed 1" runs/val-seed1-ckpt runs/test-seed1-ckpt
 
-Each ``--run LABEL VAL TEST`` names two folders of ``benchmarks/grpo_checkpoints.py`` (every
+Each ``--run LABEL VAL TEST`` names two folders of ``experiments/grpo_checkpoints.py`` (every
 checkpoint of one GRPO run evaluated on val and on test). The val-chosen step is the checkpoint with
 the highest val accuracy (ties: the lower val RTR); the SFT start is not a candidate. For the last
 step and the chosen one, the table gives test accuracy / RTR / plate hit rate and whether they meet

@@ -1,6 +1,6 @@
 """The README's screenshot of the demo page: the shipped policy answering a benchmark question.
 
-    python benchmarks/demo_screenshot.py [--out docs/demo.png]
+    python scripts/demo_screenshot.py [--out docs/demo.png]
 
 Serves the shipped models on a loopback port, opens the page in Debian's headless chromium (driven
 by Playwright), uploads a detail sample of the synthetic benchmark, asks its question and saves a

@@ -1,6 +1,6 @@
 """Evaluate every checkpoint of a GRPO run as a `crops` policy: which step to keep, chosen on val.
 
-    python benchmarks/grpo_checkpoints.py --run runs/pipeline-v10/grpo --data synthetic:val:400 \\
+    python experiments/grpo_checkpoints.py --run runs/pipeline-v10/grpo --data synthetic:val:400 \\
         --out runs/val-v10 [--sft runs/pipeline-v10/sft/final] [--base src/awares/assets/base]
 
 A GRPO run saves ``checkpoints/step-N`` (the weights and the optimizer state) every ``save_steps``

@@ -6,12 +6,12 @@ benchmark (turn-1 format: system prompt, low-res view, question), and prints hel
 (``--n-eval`` test-split images) every ``--eval-every`` steps. ``--classes quadrants`` keeps plates
 that lie inside one quadrant (4 classes, chance 25%); ``--classes crops`` is the policy's real choice,
 the cheapest cover among crops 0-8 (9 classes, chance 11%). ``lr=``/``tb=`` are left/right and
-top/bottom accuracy on quadrant predictions. Results as JSON with ``--out``; docs/localisation.md
+top/bottom accuracy on quadrant predictions. Results as JSON with ``--out``; docs/experiments/localisation.md
 has the measured runs and their commands.
 
-    python benchmarks/quadrant_probe.py --classes quadrants --threads 1
-    python benchmarks/quadrant_probe.py --classes quadrants --mrope split --threads 1
-    python benchmarks/quadrant_probe.py --classes crops --init runs/pipeline/base/final --threads 1
+    python experiments/quadrant_probe.py --classes quadrants --threads 1
+    python experiments/quadrant_probe.py --classes quadrants --mrope split --threads 1
+    python experiments/quadrant_probe.py --classes crops --init runs/pipeline/base/final --threads 1
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The lowest RTR any policy can reach on a synthetic split at each plate hit rate, if it answers every question.
 
-    python benchmarks/hit_rtr_frontier.py [--split test] [--n 400] [--model src/awares/assets/base]
+    python experiments/hit_rtr_frontier.py [--split test] [--n 400] [--model src/awares/assets/base]
 
 No model runs: this is the crop arithmetic behind issue 12's two targets (RTR <= 0.40 and a plate
 hit rate >= 0.90 on detail questions). A policy that answers a detail question must see the plate's

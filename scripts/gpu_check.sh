@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The CUDA / bfloat16 paths on one GPU, in under 10 minutes; results in one folder.
 #
-#     bash benchmarks/gpu_check.sh [OUT_DIR]        # default runs/gpu-check
-#     GPU_CHECK_STEPS="tests pipeline" bash benchmarks/gpu_check.sh   # some steps only
+#     bash scripts/gpu_check.sh [OUT_DIR]        # default runs/gpu-check
+#     GPU_CHECK_STEPS="tests pipeline" bash scripts/gpu_check.sh   # some steps only
 #
 # 1. the GPU tests (tests/test_gpu.py: bf16 answers vs CPU, batch vs one-at-a-time, bf16 SFT and
 #    GRPO steps) and the backend / runtime / trainer tests with their backend on CUDA;

@@ -1,6 +1,6 @@
 """How long each stage of a finished `awares pipeline` run took, read from its output files.
 
-    python benchmarks/stage_times.py runs/pipeline
+    python experiments/stage_times.py runs/pipeline
 
 A stage ends when the newest file in its folder (``base``, ``ground``, ``curate``, ``sft``, ``grpo``,
 ``eval``) was written and starts when the stage before it ended; the first starts with the oldest

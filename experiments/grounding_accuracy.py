@@ -1,6 +1,6 @@
 """Does a base model ground? Its answer to "Which crop holds the red plate?" on the 0.5x view.
 
-    python benchmarks/grounding_accuracy.py --model runs/pipeline/base/final [--n 200]
+    python experiments/grounding_accuracy.py --model runs/pipeline/base/final [--n 200]
 
 Asks the base training's grounding question (``awares.train.base.GROUND_QUESTION``) about the
 half-resolution view of ``--n`` held-out detail images of the synthetic test split and compares the

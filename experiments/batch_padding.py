@@ -1,6 +1,6 @@
 """How much of a base-training step is padding, and what grouping batches by length would save.
 
-    python benchmarks/batch_padding.py --config configs/ground.toml --model runs/pipeline/base/final
+    python experiments/batch_padding.py --config configs/ground.toml --model runs/pipeline/base/final
 
 Draws ``--n`` training conversations as the base trainer does (``ViewDataset`` of the config, at
 the end of its curriculum), in random batches of ``batch_size`` (``length_pool = 0``) and as the

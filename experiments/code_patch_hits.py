@@ -1,6 +1,6 @@
 """How often a policy's calls on synthetic detail questions cover the plate's code patch, and its accuracy then.
 
-    python benchmarks/code_patch_hits.py runs/pipeline/eval/awares.jsonl [--split test]
+    python experiments/code_patch_hits.py runs/pipeline/eval/awares.jsonl [--split test]
 
 The evidence box of a v4 detail question is the whole 84 px plate (``evidence_hit_rate`` in the
 evaluation); the answer needs only the 20 px checkerboard in its middle. This counts calls whose

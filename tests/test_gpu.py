@@ -37,10 +37,8 @@ def test_the_shipped_policy_answers_on_cuda_in_bfloat16_as_on_the_cpu(requests):
 
 def test_a_batch_on_cuda_answers_like_one_request_at_a_time(requests):
     engine = Engine(HFBackend.load(default_model_dir("crops"), dtype="float32"), RuntimeConfig(max_new_tokens=16))
-    engine.config.batch_size = 8
-    batched = engine.answer_batch(requests[:16])
-    engine.config.batch_size = 1
-    single = engine.answer_batch(requests[:16])
+    batched = engine.answer_batch(requests[:16], batch_size=8)
+    single = engine.answer_batch(requests[:16], batch_size=1)
     assert [(r.answer, r.crops) for r in batched] == [(r.answer, r.crops) for r in single]
 
 

@@ -250,8 +250,6 @@ def cmd_eval(args: argparse.Namespace) -> None:
         data = args.data or (None if args.task else "synthetic:test")
         jobs = [(args.task, _records(args, data, task=args.task), out)]
     engines = _engines(args, policies)
-    for engine in engines.values():
-        engine.config.batch_size = args.batch_size
     runs = {name: (policy, engines[policy]) for name, policy in zip(names, policies)}
     results = {}
     for task, records, folder in jobs:
@@ -467,7 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     base.add_argument("config", nargs="?", type=EXISTING_FILE, help="TOML config (default: built-in defaults)")
     base.add_argument("--output-dir", type=FOLDER)
     base.add_argument(
-        "--init", type=EXISTING_FOLDER, help="a trained base to train further (configs/ground.toml); default: scratch"
+        "--init", type=FOLDER, help="a trained base to train further (configs/ground.toml); default: scratch"
     )
     base.add_argument("--max-steps", type=int, help="stop after this many steps instead of the config's")
     base.add_argument("--seed", type=_number(int, 0), help=SEED_HELP)
@@ -490,7 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pipe.add_argument("--out", type=FOLDER, help="output folder (default: the config's out_dir)")
     pipe.add_argument(
-        "--base-model", type=EXISTING_FOLDER, help="a trained base VLM to start from instead of training one"
+        "--base-model", type=FOLDER, help="a trained base VLM to start from instead of training one"
     )
     pipe.set_defaults(func=cmd_pipeline)
 
@@ -532,10 +530,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; the exit status: 0, or 2 for a usage or input error (message on stderr)."""
     try:
         args = build_parser().parse_args(argv)
+        args.func(args)
     except SystemExit as exit_:  # argparse: --help (0) or a usage error (2), its message printed
         return int(exit_.code or 0)
-    try:
-        args.func(args)
     except AwaresError as err:
         print(f"awares: error: {err}", file=sys.stderr)
         return 2

@@ -14,10 +14,9 @@ from tqdm.auto import tqdm
 from .crops import ALL, DEFAULT_MIN_CROP_SIDE, VisionGrid, extract_crops, low_res_view
 from .errors import InputError
 from .images import load_image
-from .models.backend import Stream
+from .models.backend import Backend, Stream, Turn
 from .protocol import (
     SYSTEM_PROMPT,
-    Answer,
     CropCall,
     Message,
     ParseError,
@@ -100,10 +99,34 @@ class Result:
         return {**row, "tokens": asdict(self.tokens), "crops": list(self.crops), "image_size": list(self.image_size)}
 
 
-class Engine:
-    """Runs a policy on requests with a backend (``HFBackend`` or anything with the same two calls)."""
+@dataclass
+class _Batch:
+    """One engine call's requests, their images and views, and how to decode them."""
 
-    def __init__(self, backend: Any, config: RuntimeConfig | None = None):
+    requests: list[Request]
+    images: list[Image.Image]
+    views: list[Image.Image]  # the low-res views (the full images for ``full``)
+    generation: dict[str, Any]  # max_new_tokens and sampling options of every turn
+    on_text: AnswerStream | None
+
+    def select(self, rows: list[int]) -> _Batch:
+        """The sub-batch of ``rows``; its texts go to the same stream under the original indexes."""
+        on_text = self.on_text
+        return _Batch(
+            [self.requests[i] for i in rows],
+            [self.images[i] for i in rows],
+            [self.views[i] for i in rows],
+            self.generation,
+            (lambda row, text: on_text(rows[row], text)) if on_text else None,
+        )
+
+
+class Engine:
+    """Runs a policy on requests with a backend: ``HFBackend`` in process, or ``OpenAIBackend`` on a
+    VLM server. The engine holds no per-call state: batch size, token limit and sampling are
+    arguments of ``answer_batch`` (defaults from ``config``), so one engine can serve any caller."""
+
+    def __init__(self, backend: Backend, config: RuntimeConfig | None = None):
         self.backend = backend
         self.config = config or RuntimeConfig()
         self.grid = VisionGrid.from_processor(backend.processor)
@@ -113,6 +136,12 @@ class Engine:
         self.reserved = sorted(t.content for t in tokenizer.added_tokens_decoder.values() if t.special)
         # Tokenized once per distinct question: checks, curation's two passes and the server's usage share it.
         self.question_tokens = functools.lru_cache(maxsize=4096)(lambda q: len(tokenizer(q).input_ids))
+        self._runners: dict[str, Callable[[_Batch], list[Result]]] = {
+            "full": self._full,
+            "low": self._low,
+            "oracle": self._oracle,
+            "crops": self._protocol,
+        }
 
     def describe(self) -> dict[str, Any]:
         """What determines this engine's answers: the backend's model (``describe()`` when it has
@@ -131,18 +160,28 @@ class Engine:
         self,
         requests: Sequence[Request],
         policy: Policy = "crops",
+        *,
+        batch_size: int | None = None,
+        max_new_tokens: int | None = None,
+        sampling: dict[str, Any] | None = None,
         progress: bool = False,
         on_text: AnswerStream | None = None,
     ) -> list[Result]:
-        """Answer many requests, ``config.batch_size`` at a time. ``on_text(index, text)`` gets a
+        """Answer many requests, ``batch_size`` at a time, each turn decoding at most
+        ``max_new_tokens`` with ``sampling`` (defaults: ``config``'s). ``on_text(index, text)`` gets a
         request's answer text so far as it is decoded (where the backend streams), never a tool call."""
-        if policy not in POLICIES:
+        if policy not in self._runners:
             raise InputError(f"unknown policy {policy!r}; choose from {', '.join(POLICIES)}")
-        size = self.config.batch_size
+        size = batch_size or self.config.batch_size
+        generation = {
+            "max_new_tokens": max_new_tokens or self.config.max_new_tokens,
+            **(self.config.sampling if sampling is None else sampling),
+        }
         results: list[Result] = []
         for start in tqdm(range(0, len(requests), size), desc=policy, disable=not progress, unit="batch"):
             shifted = (lambda i, text, start=start: on_text(start + i, text)) if on_text else None
-            results.extend(self._run_batch(list(requests[start : start + size]), policy, shifted))
+            batch = self._prepare(list(requests[start : start + size]), policy, generation, shifted)
+            results.extend(self._runners[policy](batch))
         return results
 
     def check_question(self, question: str) -> None:
@@ -157,34 +196,38 @@ class Engine:
         if found:
             raise InputError(f"the question contains the reserved token(s) {', '.join(found)}")
 
-    def _run_batch(self, requests: list[Request], policy: Policy, on_text: AnswerStream | None) -> list[Result]:
+    def _prepare(
+        self, requests: list[Request], policy: str, generation: dict[str, Any], on_text: AnswerStream | None
+    ) -> _Batch:
+        """Checked questions and loaded images; the low-res views unless the policy is ``full``."""
         for r in requests:
             self.check_question(r.question)
         images = [load_image(r.image) for r in requests]
-        if policy == "full":
-            return self._single_pass(policy, images, images, requests, None, on_text)
-        lows = [low_res_view(im, self.config.low_res_scale, max_pixels=self.grid.max_pixels) for im in images]
-        if policy == "low":
-            return self._single_pass(policy, images, lows, requests, None, on_text)
-        if policy == "oracle":
-            return self._oracle(images, lows, requests, on_text)
-        return self._protocol(images, lows, requests, on_text)
+        scale, cap = self.config.low_res_scale, self.grid.max_pixels
+        views = images if policy == "full" else [low_res_view(im, scale, max_pixels=cap) for im in images]
+        return _Batch(requests, images, views, generation, on_text)
 
-    def _stream(self, on_text: AnswerStream | None, indexes: list[int], hold_calls: bool = False) -> Stream | None:
-        """A backend stream passing row ``r``'s text so far to ``on_text(indexes[r], text)``; with
+    def _stream(self, batch: _Batch, hold_calls: bool = False, rows: list[int] | None = None) -> Stream | None:
+        """A backend stream passing row ``r``'s text so far to ``batch.on_text(rows[r], text)``; with
         ``hold_calls``, not while the text may still become a tool call."""
+        on_text = batch.on_text
         if on_text is None:
             return None
-        decode = self.backend.processor.tokenizer.decode
+        decode, rows = self.backend.processor.tokenizer.decode, rows or list(range(len(batch.requests)))
 
         def stream(row: int, ids: list[int]) -> None:
             text = decode(ids, skip_special_tokens=True)
             if not (hold_calls and may_become_call(text)):
-                on_text(indexes[row], text)
+                on_text(rows[row], text)
 
         return stream
 
-    def _finish(
+    def _timed(self, call: Callable[..., Turn], batch: _Batch, *args: Any, **kwargs: Any) -> tuple[Turn, float]:
+        start = time.perf_counter()
+        out = call(*args, **batch.generation, **kwargs)
+        return out, time.perf_counter() - start
+
+    def _result(
         self,
         policy: str,
         image: Image.Image,
@@ -207,135 +250,106 @@ class Engine:
             **result_fields,
         )
 
-    def _timed(self, call: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
-        start = time.perf_counter()
-        out = call(*args, max_new_tokens=self.config.max_new_tokens, **self.config.sampling, **kwargs)
-        return out, time.perf_counter() - start
+    def _full(self, batch: _Batch) -> list[Result]:
+        return self._single_pass("full", batch, system_prompt=None)
 
-    def _single_pass(
-        self,
-        policy: str,
-        images: list[Image.Image],
-        views: list[Image.Image],
-        requests: list[Request],
-        system_prompt: str | None,
-        on_text: AnswerStream | None,
-    ) -> list[Result]:
-        conversations = [turn1_messages(v, r.question, system_prompt) for v, r in zip(views, requests)]
-        stream = self._stream(on_text, list(range(len(requests))))
-        turn, seconds = self._timed(self.backend.generate, conversations, stream=stream)
+    def _low(self, batch: _Batch) -> list[Result]:
+        return self._single_pass("low", batch, system_prompt=None)
+
+    def _single_pass(self, policy: str, batch: _Batch, system_prompt: str | None) -> list[Result]:
+        conversations = [turn1_messages(v, r.question, system_prompt) for v, r in zip(batch.views, batch.requests)]
+        turn, seconds = self._timed(self.backend.generate, batch, conversations, stream=self._stream(batch))
         return [
-            self._finish(policy, im, v, [], c, answer=text.strip(), turns=[text], seconds=[seconds], token_ids=[ids])
-            for im, v, c, text, ids in zip(images, views, conversations, turn.texts, turn.ids)
+            self._result(policy, im, v, [], c, answer=text.strip(), turns=[text], seconds=[seconds], token_ids=[ids])
+            for im, v, c, text, ids in zip(batch.images, batch.views, conversations, turn.texts, turn.ids)
         ]
 
-    def _oracle(
-        self,
-        images: list[Image.Image],
-        lows: list[Image.Image],
-        requests: list[Request],
-        on_text: AnswerStream | None,
-    ) -> list[Result]:
-        """The given crops are shown after a canonical call, as if the model had asked for them."""
-        results: list[Result | None] = [None] * len(requests)
-        with_crops = [i for i, r in enumerate(requests) if r.oracle_crops]
-        without = [i for i, r in enumerate(requests) if not r.oracle_crops]
+    def _oracle(self, batch: _Batch) -> list[Result]:
+        """The given crops are shown after a canonical call, as if the model had asked for them;
+        requests without crops are answered from the low-res view in one pass."""
+        results: dict[int, Result] = {}
+        with_crops = [i for i, r in enumerate(batch.requests) if r.oracle_crops]
+        without = [i for i, r in enumerate(batch.requests) if not r.oracle_crops]
         if without:
-            sub = self._single_pass(
-                "oracle",
-                [images[i] for i in without],
-                [lows[i] for i in without],
-                [requests[i] for i in without],
-                self.config.system_prompt,
-                (lambda row, text: on_text(without[row], text)) if on_text else None,
-            )
-            for i, res in zip(without, sub):
-                results[i] = res
+            results |= dict(zip(without, self._single_pass("oracle", batch.select(without), self.config.system_prompt)))
         if with_crops:
-            crops = [extract_crops(images[i], requests[i].oracle_crops, self.config.min_crop_side) for i in with_crops]
-            conversations = [
-                turn2_messages(
-                    turn1_messages(lows[i], requests[i].question, self.config.system_prompt),
-                    format_call(requests[i].oracle_crops),
-                    c,
-                )
-                for i, c in zip(with_crops, crops)
+            sub = batch.select(with_crops)
+            calls = [format_call(r.oracle_crops) for r in sub.requests]
+            crops = [
+                extract_crops(im, r.oracle_crops, self.config.min_crop_side) for im, r in zip(sub.images, sub.requests)
             ]
-            turn, seconds = self._timed(self.backend.generate, conversations, stream=self._stream(on_text, with_crops))
-            for i, c, conversation, text, ids in zip(with_crops, crops, conversations, turn.texts, turn.ids):
-                call = format_call(requests[i].oracle_crops)
-                results[i] = self._finish(
-                    "oracle",
-                    images[i],
-                    lows[i],
-                    c,
-                    conversation,
-                    answer=text.strip(),
-                    turns=[call, text],
-                    crops=requests[i].oracle_crops,
-                    parse_status="call",
-                    seconds=[seconds],
-                    token_ids=[ids],
-                )
-        return [r for r in results if r is not None]
+            conversations = [
+                turn2_messages(turn1_messages(low, r.question, self.config.system_prompt), call, c)
+                for low, r, call, c in zip(sub.views, sub.requests, calls, crops)
+            ]
+            turn, seconds = self._timed(self.backend.generate, sub, conversations, stream=self._stream(sub))
+            for i, r, image, low, call, c, conversation, text, ids in zip(
+                with_crops, sub.requests, sub.images, sub.views, calls, crops, conversations, turn.texts, turn.ids
+            ):
+                results[i] = self._result(
+                    "oracle", image, low, c, conversation, answer=text.strip(), turns=[call, text],
+                    crops=r.oracle_crops, parse_status="call", seconds=[seconds], token_ids=[ids],
+                )  # fmt: skip
+        return [results[i] for i in range(len(batch.requests))]
 
-    def _protocol(
-        self,
-        images: list[Image.Image],
-        lows: list[Image.Image],
-        requests: list[Request],
-        on_text: AnswerStream | None,
-    ) -> list[Result]:
+    def _protocol(self, batch: _Batch) -> list[Result]:
         """Turn 1 on the low-res view; requests that call the tool get their crops in turn 2."""
-        conversations = [turn1_messages(low, r.question, self.config.system_prompt) for low, r in zip(lows, requests)]
-        stream = self._stream(on_text, list(range(len(requests))), hold_calls=True)
-        turn1, seconds1 = self._timed(self.backend.generate, conversations, stream=stream)
-        results: list[Result] = []
-        calls: dict[int, tuple[tuple[str, ...], list[Image.Image]]] = {}
-        for i, text in enumerate(turn1.texts):
-            parsed = parse_response(text, strict=self.config.strict_parse)
-            status, error, crop_ids = "answer", None, ()
-            if isinstance(parsed, CropCall):
-                status, crop_ids = "call", parsed.crop_ids
-            elif isinstance(parsed, ParseError):
-                status, error = "malformed", parsed.message
-                crop_ids = (ALL,) if self.config.on_malformed == "all" else ()
-            crops = extract_crops(images[i], crop_ids, self.config.min_crop_side) if crop_ids else []
-            if crop_ids:
-                calls[i] = (crop_ids, crops)
-            answer = parsed.text if isinstance(parsed, Answer) else text.strip()
+        prompt = self.config.system_prompt
+        conversations = [turn1_messages(low, r.question, prompt) for low, r in zip(batch.views, batch.requests)]
+        turn1, seconds1 = self._timed(
+            self.backend.generate, batch, conversations, stream=self._stream(batch, hold_calls=True)
+        )
+        parsed = [self._parse_call(text) for text in turn1.texts]
+        crops = {
+            i: extract_crops(batch.images[i], crop_ids, self.config.min_crop_side)
+            for i, (_, _, crop_ids, _) in enumerate(parsed)
+            if crop_ids
+        }
+        turn2: dict[int, tuple[str, list[int], list[Message]]] = {}
+        seconds2 = 0.0
+        if crops:
+            rows = sorted(crops)
+            follow_ups = [turn2_messages(conversations[i], turn1.texts[i], crops[i]) for i in rows]
+            stream = self._stream(batch, hold_calls=True, rows=rows)
+            second, seconds2 = self._timed(self.backend.extend, batch, turn1.session, rows, follow_ups, stream=stream)
+            turn2 = {i: (text, ids, f) for i, text, ids, f in zip(rows, second.texts, second.ids, follow_ups)}
+        results = []
+        for i, (status, error, crop_ids, answer) in enumerate(parsed):
+            turns, seconds, ids, messages = [turn1.texts[i]], [seconds1], [turn1.ids[i]], conversations[i]
+            if i in turn2:
+                text, ids2, messages = turn2[i]
+                turns, seconds, ids = [*turns, text], [seconds1, seconds2], [*ids, ids2]
+                answer = text.strip()
+                if isinstance(parse_response(text), CropCall):  # one tool round is run: a second call is no answer
+                    answer, error = "", "turn 2 asked for crops again; only one tool round is run"
             results.append(
-                self._finish(
+                self._result(
                     "crops",
-                    images[i],
-                    lows[i],
-                    crops,
-                    conversations[i],
+                    batch.images[i],
+                    batch.views[i],
+                    crops.get(i, []),
+                    messages,
                     answer=answer,
-                    turns=[text],
+                    turns=turns,
                     crops=crop_ids,
                     parse_status=status,
                     parse_error=error,
-                    seconds=[seconds1],
-                    token_ids=[turn1.ids[i]],
-                )
+                    seconds=seconds,
+                    token_ids=ids,
+                )  # fmt: skip
             )
-        if calls:
-            rows = sorted(calls)
-            follow_ups = [turn2_messages(conversations[i], turn1.texts[i], calls[i][1]) for i in rows]
-            stream = self._stream(on_text, rows, hold_calls=True)
-            turn2, seconds2 = self._timed(self.backend.extend, turn1.session, rows, follow_ups, stream=stream)
-            for i, follow_up, text, ids in zip(rows, follow_ups, turn2.texts, turn2.ids):
-                if isinstance(parse_response(text), CropCall):  # one tool round is run: a second call is no answer
-                    results[i].answer = ""
-                    results[i].parse_error = "turn 2 asked for crops again; only one tool round is run"
-                else:
-                    results[i].answer = text.strip()
-                results[i].turns.append(text)
-                results[i].seconds.append(seconds2)
-                results[i].messages = _with_reply(follow_up, text)
-                results[i].token_ids.append(ids)
         return results
+
+    def _parse_call(self, text: str) -> tuple[str, str | None, tuple[str, ...], str]:
+        """Turn 1 read as the protocol reads it: status, parse error, crops to fetch, and the answer
+        if it is one."""
+        parsed = parse_response(text, strict=self.config.strict_parse)
+        if isinstance(parsed, CropCall):
+            return "call", None, parsed.crop_ids, text.strip()
+        if isinstance(parsed, ParseError):
+            crop_ids = (ALL,) if self.config.on_malformed == "all" else ()
+            return "malformed", parsed.message, crop_ids, text.strip()
+        return "answer", None, (), parsed.text
 
 
 def _with_reply(messages: list[Message], text: str) -> list[Message]:

@@ -147,7 +147,7 @@ def _request(record: Record, policy: str) -> Request:
 def _answer(engine: Engine, batch: list[Record], policy: str, errors: Path) -> tuple[list[Record], list[Result]]:
     """Answer a batch; if a record is bad, answer the others one by one and log the bad ones."""
     try:
-        return batch, engine.answer_batch([_request(r, policy) for r in batch], policy)
+        return batch, engine.answer_batch([_request(r, policy) for r in batch], policy, batch_size=len(batch))
     except (AwaresError, OSError):
         pass
     kept, results = [], []

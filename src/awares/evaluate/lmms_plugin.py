@@ -58,8 +58,7 @@ class AwaRes(lmms):
         answers = [""] * len(requests)
         length = lambda job: job["max_new_tokens"]  # noqa: E731
         for max_new_tokens, group in groupby(sorted(jobs, key=length), key=length):
-            self.engine.config.max_new_tokens = max_new_tokens
-            for job, result in self._answer(list(group)):
+            for job, result in self._answer(list(group), max_new_tokens):
                 answers[job["index"]] = result.answer if result else ""
         return answers
 
@@ -70,7 +69,7 @@ class AwaRes(lmms):
         return {"index": index, "context": context, "visuals": visuals, "max_new_tokens": limit,
                 "doc_id": doc_id, "task": task, "split": split}  # fmt: skip
 
-    def _answer(self, jobs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], Any]]:
+    def _answer(self, jobs: list[dict[str, Any]], max_new_tokens: int) -> list[tuple[dict[str, Any], Any]]:
         """Results of ``jobs`` (None for a refused one), each logged."""
         for job in jobs:
             if len(job["visuals"]) != 1:
@@ -81,11 +80,13 @@ class AwaRes(lmms):
             batch = good[start : start + self.engine.config.batch_size]
             requests = [Request(j["visuals"][0], j["context"]) for j in batch]
             try:
-                out += list(zip(batch, self.engine.answer_batch(requests, self.policy)))
+                out += list(zip(batch, self.engine.answer_batch(requests, self.policy, max_new_tokens=max_new_tokens)))
             except AwaresError:  # one bad request: the others one at a time
                 for job, request in zip(batch, requests):
                     try:
-                        out.append((job, self.engine.answer_batch([request], self.policy)[0]))
+                        out.append(
+                            (job, self.engine.answer_batch([request], self.policy, max_new_tokens=max_new_tokens)[0])
+                        )
                     except AwaresError as err:
                         job["error"] = str(err)
                         out.append((job, None))

@@ -124,7 +124,6 @@ def create_app(engine: Engine, config: ServeConfig | None = None, raw: bool = Fa
     ``raw``, a plain VLM endpoint instead: whole conversations (any turns, several images) answered
     in one pass by the engine's backend, without the protocol, as vLLM serves a checkpoint."""
     config = config or ServeConfig()
-    engine.config.batch_size = config.max_batch
     metrics = Metrics()
 
     def run(key: tuple[str, int, float, float], jobs: list[tuple[Any, Any]]) -> list[tuple[Any, int]]:
@@ -139,8 +138,9 @@ def create_app(engine: Engine, config: ServeConfig | None = None, raw: bool = Fa
             stream = (lambda row, ids: on_text(row, decode(ids, skip_special_tokens=True))) if on_text else None
             turn = engine.backend.generate(payloads, max_new_tokens=max_tokens, stream=stream, **sampling)
             return [(text, len(ids)) for text, ids in zip(turn.texts, turn.ids)]
-        engine.config.max_new_tokens, engine.config.sampling = max_tokens, sampling
-        results = engine.answer_batch(payloads, policy, on_text=on_text)
+        results = engine.answer_batch(
+            payloads, policy, batch_size=len(payloads), max_new_tokens=max_tokens, sampling=sampling, on_text=on_text
+        )
         return [(result, engine.question_tokens(r.question)) for result, r in zip(results, payloads)]
 
     batcher = Batcher(run, config.max_batch, config.max_wait_ms, config.queue_size)

@@ -1,7 +1,7 @@
 """Datasets: the synthetic benchmark, the JSONL + image-folder format and its loaders."""
 
 from .records import DATA_FILE, Record, RowError, load_hf, read_jsonl, write_dataset
-from .sources import resolve
+from .sources import load_records, resolve
 from .synthetic import Sample, generate, make_sample
 
 __all__ = [
@@ -10,6 +10,7 @@ __all__ = [
     "RowError",
     "Sample",
     "generate",
+    "load_records",
     "load_hf",
     "make_sample",
     "read_jsonl",

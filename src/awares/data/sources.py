@@ -42,3 +42,34 @@ def resolve(
     if not path.exists():
         raise InputError(f"dataset {path} does not exist")
     return read_jsonl(path, allow_outside=allow_outside_images)
+
+
+def load_records(
+    spec: str | None,
+    out: Path,
+    task: str | None = None,
+    split: str | None = None,
+    limit: int | None = None,
+    allow_outside_images: bool = False,
+) -> tuple[list[Record], list[RowError]]:
+    """The first ``limit`` records of ``spec`` (``resolve``'s forms), or of Table-1 benchmark
+    ``task`` (its local copy at ``spec``, or lmms-eval's copy on the hub when ``spec`` is None), and
+    the bad rows, which are also listed in ``out/data.errors.jsonl``. Results written to ``out``
+    may not share the dataset's own folder."""
+    from .benchmarks import load_benchmark
+    from .records import write_row_errors
+
+    path = Path(spec) if spec else None
+    if path and path.exists() and out.resolve() == (path if path.is_dir() else path.parent).resolve():
+        raise InputError(f"--out {out} is the dataset's folder; give the results a folder of their own")
+    if task:
+        if path is not None and not path.exists():
+            raise InputError(f"dataset {path} does not exist")
+        records, errors = load_benchmark(task, path, split)
+    else:
+        records, errors = resolve(spec or "synthetic:test", allow_outside_images=allow_outside_images)
+    write_row_errors(errors, out / "data.errors.jsonl")
+    records = records[:limit] if limit else records
+    if not records:
+        raise InputError(f"no usable records in {spec or task}")
+    return records, errors

@@ -6,13 +6,15 @@ import json
 import statistics
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
 from ..crops import boxes_to_crops, covers_evidence
-from ..data import Record
+from ..data import Record, load_records
+from ..data.benchmarks import TASKS
 from ..data.records import check_evidence
 from ..errors import AwaresError, InputError
 from ..images import load_image
@@ -20,7 +22,7 @@ from ..jsonl import append, done_ids, open_append, rows, single_writer
 from ..paths import plain_name
 from ..runtime import Engine, Request, Result
 from .metrics import anls, exact_match
-from .report import write_report
+from .report import table1, write_report
 from .tasks import score, task_metrics
 
 RUN_SUFFIX = ".run.json"  # beside each result file: the run that made it (see check_provenance)
@@ -50,6 +52,35 @@ def evaluate(
         if not summaries:
             raise InputError(f"no record was answered; the reasons are in {out}/*.errors.jsonl")
         return summaries, write_report(summaries, out)
+
+
+def evaluate_table1(
+    runs: dict[str, tuple[str, Engine]],
+    out: Path,
+    data_root: Path | None = None,
+    batch_size: int = 8,
+    limit: int | None = None,
+    split: str | None = None,
+    say: Callable[[str], None] = print,
+) -> str:
+    """The paper's Table 1: ``evaluate`` on each of its six benchmarks (lmms-eval's copies on the hub,
+    or the local copies in ``data_root/<task>``), results under ``out/<task>``; the table is written
+    to ``out/table1.md`` and returned. Bad rows are counted through ``say``."""
+    tasks = [t for t in TASKS if data_root is None or (data_root / t).exists()]
+    if not tasks:
+        raise InputError(f"no benchmark folder under {data_root}: any of {', '.join(TASKS)}")
+    results = {}
+    for task in tasks:
+        folder = out / task
+        spec = str(data_root / task) if data_root is not None else None
+        records, errors = load_records(spec, folder, task=task, split=split, limit=limit)
+        if errors:
+            say(f"awares: skipped {len(errors)} bad row(s) of {task}; see {folder / 'data.errors.jsonl'}")
+        results[task], table = evaluate(runs, records, folder, batch_size=batch_size, task=task)
+        say(f"{task}:\n{table}")
+    text = table1(results)
+    (out / "table1.md").write_text(text)
+    return text
 
 
 def oracle_crops(record: Record, size: tuple[int, int]) -> tuple[str, ...]:

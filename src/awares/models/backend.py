@@ -20,6 +20,8 @@ class Turn:
     ids: list[list[int]]  # generated ids per row, through its end of turn
     session: Any  # the backend's own state: an HF KV cache, or the conversations a server was sent
     logits: tuple[Any, ...] | None = None  # per decoding step, when asked with output_logits=True (HF)
+    confidence: list[float] | None = None  # per row, the probability of its first generated token (HF, greedy)
+    attention: list[Any] | None = None  # per row, the last prompt token's attention over its visual tokens (HF)
 
 
 @runtime_checkable

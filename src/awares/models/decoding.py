@@ -104,6 +104,7 @@ class Decoded:
     cache: Cache
     generated: list[list[int]]
     ended: list[bool]
+    confidence: list[float]  # per row, the probability of its first token
 
 
 def _text_positions(mask: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
@@ -159,6 +160,7 @@ class GreedyDecoder:
             **vision,
         ).logits
         rows = [_Row() for _ in range(ids.shape[0])]
+        confidence = logits[:, -1].float().softmax(dim=-1).max(dim=-1).values.tolist()
         jump = self.grammar is not None and self._fits(1, max_new_tokens)
         for row, row_logits in zip(rows, logits[:, -1]):
             self._first(row, row_logits, max_new_tokens, jump)
@@ -187,7 +189,7 @@ class GreedyDecoder:
         tail_mask = [[0] * (width - len(r.tail)) + [1] * len(r.tail) for r in rows]
         ids = torch.cat([ids, torch.tensor(tail, device=ids.device)], dim=1)
         mask = torch.cat([mask, torch.tensor(tail_mask, device=mask.device, dtype=mask.dtype)], dim=1)
-        return Decoded(ids, mask, cache, [r.generated for r in rows], [r.ended for r in rows])
+        return Decoded(ids, mask, cache, [r.generated for r in rows], [r.ended for r in rows], confidence)
 
     def _stream(self, rows: list[_Row], stream: Callable[[int, list[int]], None] | None) -> None:
         """Each answering row's ids so far, to ``stream``, where they grew since the last call."""

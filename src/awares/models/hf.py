@@ -15,6 +15,7 @@ from transformers.generation.streamers import BaseStreamer
 from ..errors import InputError, ModelLoadError
 from ..hub import resolve_model
 from ..protocol import Message, images_of
+from .attention import LastTokenAttention
 from .backend import Stream, Turn
 from .decoding import CallGrammar, GreedyDecoder
 from .processor import load_processor
@@ -96,6 +97,8 @@ class HFBackend:
     Greedy turns run ``GreedyDecoder``, which appends a tool call's fixed syntax in one forward pass
     once the model has committed to a call (``jump_forward``; off: ``generate``, token by token).
     Sampled turns always run ``generate``."""
+
+    reads_attention = True  # generate(attention_layer=...): the training-free policy can run on it
 
     def __init__(self, model: Any, processor: Any, source: Path | None = None, jump_forward: bool = True):
         self.model = model.eval()
@@ -183,17 +186,28 @@ class HFBackend:
         conversations: list[list[Message]],
         max_new_tokens: int = 64,
         stream: Stream | None = None,
+        attention_layer: int | None = None,
         **sampling: Any,
     ) -> Turn:
         """Turn 1: prefill each conversation (batched, left padded) and decode; ``stream(row, ids)``
-        gets each answering row's ids so far as they are decoded."""
+        gets each answering row's ids so far as they are decoded. With ``attention_layer`` (greedy
+        only), ``Turn.attention`` holds each row's last prompt token's attention over its visual
+        tokens at that layer (``LastTokenAttention``)."""
         inputs = self._encode(
             [self._prompt(c) for c in conversations], [im for c in conversations for im in images_of(c)]
         )
         grids = self._split_grids(inputs.get("image_grid_thw"), [len(images_of(c)) for c in conversations])
-        if self._greedy(sampling):
-            inputs = self._after_system_turn(conversations, inputs)
-        return self._decode(conversations, inputs, grids, max_new_tokens, stream, sampling)
+        if attention_layer is None:
+            if self._greedy(sampling):
+                inputs = self._after_system_turn(conversations, inputs)
+            return self._decode(conversations, inputs, grids, max_new_tokens, stream, sampling)
+        if not self._greedy(sampling):
+            raise InputError("attention is read on greedy turns only (jump-forward on, no sampling)")
+        with LastTokenAttention(self.model, attention_layer, inputs["attention_mask"]) as probe:
+            turn = self._decode(conversations, inputs, grids, max_new_tokens, stream, sampling)
+        visual = inputs["input_ids"] == self.image_token_id
+        turn.attention = [probe.weights[row][visual[row]] for row in range(len(conversations))]
+        return turn
 
     def _greedy(self, sampling: dict[str, Any]) -> bool:
         """Whether a turn runs ``GreedyDecoder`` (jump-forward on, greedy, no extra generate options)."""
@@ -312,7 +326,7 @@ class HFBackend:
             session = Session(
                 conversations, decoded.sequences, decoded.attention_mask, grids, decoded.cache, decoded.ended
             )
-            return Turn(texts, decoded.generated, session)
+            return Turn(texts, decoded.generated, session, confidence=decoded.confidence)
         with torch.inference_mode():
             out = self.model.generate(
                 **inputs,

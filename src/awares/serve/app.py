@@ -163,7 +163,7 @@ def create_app(engine: Engine, config: ServeConfig | None = None, raw: bool = Fa
 
     def prepare(payload: Any) -> tuple[Any, Options]:
         """The job and options of a request (raises ``BadRequest``)."""
-        options = parse_options(payload, config.model_name, ("crops", "full", "low"), config.max_tokens)
+        options = parse_options(payload, config.model_name, ("crops", "full", "low", "attention"), config.max_tokens)
         if raw:
             return parse_conversation(payload, config.limits), options
         image, question = parse_chat(payload, config.limits)

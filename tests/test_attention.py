@@ -83,3 +83,16 @@ def test_ask_eval_and_serve_run_the_attention_policy(tmp_path, capsys):
     finally:
         server.stop()
     assert status == 200 and body["awares"]["policy"] == "attention" and body["awares"]["crops"]
+
+
+def test_the_attention_oracle_boxes_the_evidence_the_base_reads_at_full_resolution(base):
+    from awares.crops import boxes_to_crops
+    from awares.curate import make_oracle
+    from awares.data.records import Record
+
+    oracle = make_oracle("attention", engine=Engine(base))
+    for sample in [s for s in generate("test", 30) if s.kind == "detail"][:4]:
+        record = Record(sample.id, "x.png", sample.question, sample.answers)  # no evidence boxes given
+        boxes = oracle(record, sample.image, sample.answers[0])
+        crops = boxes_to_crops(boxes, *sample.image.size).crop_ids
+        assert covers_evidence(sample.evidence, crops, *sample.image.size)

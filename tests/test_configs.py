@@ -131,6 +131,7 @@ ABLATIONS = {
     "sft-3-epochs.toml": SFTConfig,
     "sft-freeze-vision.toml": SFTConfig,
     "length-grouped.toml": PipelineConfig,
+    "oracle-attention.toml": PipelineConfig,
 }
 # configs/ablations/length-grouped.toml: configs/pipeline.toml's stages with these keys set
 LENGTH_GROUPED = {"base": {"length_pool": 128}, "ground": {"length_pool": 128}, "sft": {"group_by_length": True}}
@@ -154,6 +155,9 @@ def test_ablation_configs_load(path):
             expected = replace(shipped.stage(name, cls), **LENGTH_GROUPED.get(name, {}))
             assert config.stage(name, cls) == expected
             assert (expected != shipped.stage(name, cls)) == (name in LENGTH_GROUPED)
+    elif path.name == "oracle-attention.toml":  # configs/pipeline.toml but for curation's oracle
+        shipped = PipelineConfig.from_toml(ROOT / "configs/pipeline.toml")
+        assert config.oracle == "attention" and replace(config, out_dir=shipped.out_dir, oracle="gt") == shipped
     elif isinstance(config, PipelineConfig):
         base = config.stage("base", BaseTrainConfig, output_dir="runs/x")
         assert base.ground in (0.3, 0.5) and TinyConfig(**base.model).patch_filter_mean == 0.3

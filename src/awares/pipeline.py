@@ -16,9 +16,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from .curate import CurateConfig, GroundTruthOracle, RuleJudge, curate
+from .curate import CurateConfig, RuleJudge, curate, make_oracle
 from .data import resolve
 from .errors import ConfigError
 from .evaluate import evaluate
@@ -45,6 +45,7 @@ class PipelineConfig(TomlConfig):
     curate_data: str = "synthetic:train:2000"
     eval_data: str = "synthetic:test"
     keep_unsolvable: bool = False  # curation: keep samples neither view answered
+    oracle: Literal["gt", "attention"] = "gt"  # curation's grounding: the data's boxes or the base's attention
     batch_size: int = 8
     max_new_tokens: int = 16
     # Keys set on top of a stage's TOML, by stage: `[overrides.base] max_steps = 300` runs a stage
@@ -114,7 +115,7 @@ def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = print) -> 
         out_dir=str(out / "curate"), batch_size=config.batch_size, keep_unsolvable=config.keep_unsolvable
     )
     with clock.stage("curate"):
-        curate(records, base_engine, RuleJudge(), GroundTruthOracle(), curation)
+        curate(records, base_engine, RuleJudge(), make_oracle(config.oracle, engine=base_engine), curation)
     trajectories = str(out / "curate" / "trajectories.jsonl")
 
     policies = {}

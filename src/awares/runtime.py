@@ -365,15 +365,10 @@ class Engine:
         turn1, seconds1 = self._timed(
             self.backend.generate, batch, conversations, attention_layer=config.attention_layer
         )
-        looks: dict[int, dict[str, Any]] = {}
-        for i, (image, view) in enumerate(zip(batch.images, batch.views)):
-            width, height = self.grid.resized(*view.size)
-            columns = width // (self.grid.patch_size * self.grid.merge_size)
-            weights = turn1.attention[i].float().view(-1, columns)
-            box = attention_box(weights, config.attention_share, config.attention_margin, image.size)
-            focus = float(weights.max() / weights.sum())
-            looks[i] = {"confidence": turn1.confidence[i], "focus": focus, "grid": weights.tolist()}
-            looks[i]["box"] = list(box.as_tuple())
+        looks = {
+            i: {"confidence": turn1.confidence[i], **self._look(turn1.attention[i], image, view)}
+            for i, (image, view) in enumerate(zip(batch.images, batch.views))
+        }
         unsure = [
             i
             for i, look in looks.items()
@@ -403,6 +398,28 @@ class Engine:
                 fields |= {"token_ids": [turn1.ids[i], ids2], "crops": crops[i], "parse_status": "call"}
             results.append(self._result("attention", batch.images[i], batch.views[i], shown, messages, **fields))
         return results
+
+    def where(self, image: Image.Image | str, question: str) -> Box:
+        """Where the model looks to answer ``question`` about the full-resolution ``image``: the box
+        of its attention's peak region (the ``attention`` policy's rule), a grounding oracle that
+        needs no other model (``awares curate --oracle attention``)."""
+        if not getattr(self.backend, "reads_attention", False):
+            raise InputError("reading the model's attention needs the in-process HF backend")
+        self.check_question(question)
+        image = load_image(image)
+        turn = self.backend.generate(
+            [turn1_messages(image, question, None)], max_new_tokens=1, attention_layer=self.config.attention_layer
+        )
+        return Box(*self._look(turn.attention[0], image, image)["box"])
+
+    def _look(self, attention: Any, image: Image.Image, view: Image.Image) -> dict[str, Any]:
+        """An attention row over ``view``'s visual tokens as a grid, its focus (the peak's share),
+        and the box on ``image`` that the crops must cover."""
+        width, _ = self.grid.resized(*view.size)
+        weights = attention.float().view(-1, width // (self.grid.patch_size * self.grid.merge_size))
+        box = attention_box(weights, self.config.attention_share, self.config.attention_margin, image.size)
+        focus = float(weights.max() / weights.sum())
+        return {"focus": focus, "grid": weights.tolist(), "box": list(box.as_tuple())}
 
     def _parse_call(self, text: str) -> tuple[str, str | None, tuple[str, ...], str]:
         """Turn 1 read as the protocol reads it: status, parse error, crops to fetch, and the answer

@@ -175,7 +175,12 @@ def add_curate(sub: Sub) -> None:
     cur.add_argument(
         "--judge-template", type=existing_file, help="LLM judge: prompt file with {question} {answers} {prediction}"
     )
-    cur.add_argument("--oracle", choices=["gt", "ocr", "vlm"], default="gt", help="gt: the dataset's boxes")
+    cur.add_argument(
+        "--oracle",
+        choices=["gt", "ocr", "vlm", "attention"],
+        default="gt",
+        help="gt: the dataset's boxes; attention: the model's own attention at full resolution",
+    )
     cur.add_argument("--oracle-url", help="VLM oracle: OpenAI-compatible base URL")
     cur.add_argument("--oracle-model", help="VLM oracle: grounding model name (boxes 0-1000)")
     cur.add_argument(
@@ -202,8 +207,9 @@ def curate_command(args: argparse.Namespace) -> None:
     judge = make_judge(
         args.judge, args.anls_threshold, args.numeric_tolerance, args.judge_url, args.judge_model, args.judge_template
     )
-    oracle = make_oracle(args.oracle, args.oracle_url, args.oracle_model)
-    summary = curate(_records(args), engine(args, "full"), judge, oracle, config)
+    base = engine(args, "full")
+    oracle = make_oracle(args.oracle, args.oracle_url, args.oracle_model, base)
+    summary = curate(_records(args), base, judge, oracle, config)
     print(json.dumps(summary, indent=2))
     print(f"trajectories in {Path(args.out) / 'trajectories.jsonl'}, summary in {Path(args.out) / 'summary.json'}")
 

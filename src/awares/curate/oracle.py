@@ -152,13 +152,31 @@ class VLMOracle:
             raise OracleError(f"{record.id}: {err}") from err
 
 
-def make_oracle(kind: Literal["gt", "ocr", "vlm"] = "gt", url: str | None = None, model: str | None = None) -> Oracle:
-    """The oracle ``awares curate --oracle`` names: the dataset's boxes, OCR, or a grounding VLM on an
-    OpenAI-compatible server."""
+@dataclass
+class AttentionOracle:
+    """The curated model's own attention at full resolution, where it answers correctly
+    (``Engine.where``): no grounding model and no boxes in the data."""
+
+    engine: Any
+
+    def __call__(self, record: Record, image: Image.Image, answer: str) -> list[Box]:
+        return [self.engine.where(image, record.question)]
+
+
+def make_oracle(
+    kind: Literal["gt", "ocr", "vlm", "attention"] = "gt",
+    url: str | None = None,
+    model: str | None = None,
+    engine: Any = None,
+) -> Oracle:
+    """The oracle ``awares curate --oracle`` names: the dataset's boxes, OCR, a grounding VLM on an
+    OpenAI-compatible server, or ``engine``'s own attention."""
     if kind == "ocr":
         return OCROracle()
     if kind == "gt":
         return GroundTruthOracle()
+    if kind == "attention":
+        return AttentionOracle(engine)
     if not (url and model):
         raise InputError("--oracle vlm needs --oracle-url and --oracle-model")
     from ..models.endpoint import ChatEndpoint

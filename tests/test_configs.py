@@ -157,7 +157,8 @@ def test_ablation_configs_load(path):
             assert (expected != shipped.stage(name, cls)) == (name in LENGTH_GROUPED)
     elif path.name == "oracle-attention.toml":  # configs/pipeline.toml but for curation's oracle
         shipped = PipelineConfig.from_toml(ROOT / "configs/pipeline.toml")
-        assert config.oracle == "attention" and replace(config, out_dir=shipped.out_dir, oracle="gt") == shipped
+        assert (config.oracle, config.base_model, config.ground) == ("attention", "src/awares/assets/base", "")
+        assert replace(config, out_dir=shipped.out_dir, oracle="gt", base_model="", ground=shipped.ground) == shipped
     elif isinstance(config, PipelineConfig):
         base = config.stage("base", BaseTrainConfig, output_dir="runs/x")
         assert base.ground in (0.3, 0.5) and TinyConfig(**base.model).patch_filter_mean == 0.3

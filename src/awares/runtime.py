@@ -358,8 +358,7 @@ class Engine:
     def _attention(self, batch: _Batch) -> list[Result]:
         """Training-free: answer from the low-res view; where that answer is unsure or the question
         looks at a detail, answer again from the crops covering where it looks (question alone)."""
-        if not getattr(self.backend, "reads_attention", False):
-            raise InputError("the attention policy reads the model's attention: use the in-process HF backend")
+        self._check_reads_attention()
         config = self.config
         conversations = [turn1_messages(v, r.question, None) for v, r in zip(batch.views, batch.requests)]
         turn1, seconds1 = self._timed(
@@ -403,14 +402,17 @@ class Engine:
         """Where the model looks to answer ``question`` about the full-resolution ``image``: the box
         of its attention's peak region (the ``attention`` policy's rule), a grounding oracle that
         needs no other model (``awares curate --oracle attention``)."""
-        if not getattr(self.backend, "reads_attention", False):
-            raise InputError("reading the model's attention needs the in-process HF backend")
+        self._check_reads_attention()
         self.check_question(question)
         image = load_image(image)
         turn = self.backend.generate(
             [turn1_messages(image, question, None)], max_new_tokens=1, attention_layer=self.config.attention_layer
         )
         return Box(*self._look(turn.attention[0], image, image)["box"])
+
+    def _check_reads_attention(self) -> None:
+        if not getattr(self.backend, "reads_attention", False):
+            raise InputError("the attention policy reads the model's attention: use the in-process HF backend")
 
     def _look(self, attention: Any, image: Image.Image, view: Image.Image) -> dict[str, Any]:
         """An attention row over ``view``'s visual tokens as a grid, its focus (the peak's share),

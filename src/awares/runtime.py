@@ -20,6 +20,7 @@ from .protocol import (
     CropCall,
     Message,
     ParseError,
+    crops_messages,
     format_call,
     may_become_call,
     parse_response,
@@ -433,12 +434,6 @@ class Engine:
             crop_ids = (ALL,) if self.config.on_malformed == "all" else ()
             return "malformed", parsed.message, crop_ids, text.strip()
         return "answer", None, (), parsed.text
-
-
-def crops_messages(crops: list[Image.Image], question: str) -> list[Message]:
-    """A single user turn: the crops, then the question (the ``attention`` policy's second pass)."""
-    parts = [{"type": "image", "image": c} for c in crops]
-    return [{"role": "user", "content": [*parts, {"type": "text", "text": question}]}]
 
 
 def attention_box(weights: Any, share: float, margin: float, size: tuple[int, int]) -> Box:

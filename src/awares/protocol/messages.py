@@ -27,6 +27,11 @@ def turn1_messages(
     return messages
 
 
+def crops_messages(crops: list[Image.Image] | list[str], question: str) -> list[Message]:
+    """One user turn: the crops, then the question (the ``attention`` policy's second pass)."""
+    return [{"role": "user", "content": [*(image_part(c) for c in crops), {"type": "text", "text": question}]}]
+
+
 def turn2_messages(turn1: list[Message], call_text: str, crops: list[Image.Image] | list[str]) -> list[Message]:
     """Turn 1, the assistant's tool call, then a user turn holding only the crops in requested order."""
     return [

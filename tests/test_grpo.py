@@ -2,12 +2,13 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 from transformers import AutoModelForImageTextToText
 
 from awares.crops import low_res_view
 from awares.curate import ImageStore, trajectory
 from awares.data.synthetic import generate
-from awares.errors import ConfigError
+from awares.errors import ConfigError, InputError
 from awares.models import load_processor
 from awares.runtime import Engine, RuntimeConfig
 from awares.train.collate import ChatCollator
@@ -23,6 +24,7 @@ from awares.train.grpo import (
     train_grpo,
 )
 from awares.train.rewards import CorrectnessReward, CropCostReward, EvidenceReward, FormatReward
+from awares.train.select import best_step
 
 from .conftest import Scripted, scene
 
@@ -285,3 +287,43 @@ def test_the_command_line_seed_replaces_the_configs_zero_included(tmp_path, tiny
         assert json.loads((out / "final" / "train_log.json").read_text())["config"]["seed"] == int(seed)
     assert main([*args, "--seed", "-1"]) == 2  # argparse's usage error
     assert "--seed" in capsys.readouterr().err
+
+
+def test_best_step_is_the_most_accurate_then_the_cheapest_then_the_earliest():
+    scores = {
+        25: {"accuracy": 98.0, "rtr": 0.38},
+        50: {"accuracy": 99.0, "rtr": 0.40},
+        75: {"accuracy": 99.0, "rtr": 0.39},
+    }
+    assert best_step(scores) == 75
+    assert best_step({10: {"accuracy": 50.0, "rtr": 0.3}, 5: {"accuracy": 50.0, "rtr": 0.3}}) == 5
+    with pytest.raises(InputError):
+        best_step({})
+
+
+def test_the_step_chosen_on_eval_data_becomes_final(tmp_path, tiny_dir, prompts):
+    config = tiny_grpo(
+        tmp_path, tiny_dir, prompts, max_steps=2, save_steps=1,
+        eval_data="synthetic:val:3", eval_batch_size=3, load_best_model_at_end=True,
+    )  # fmt: skip
+    final = train_grpo(config)
+    log = json.loads((final / "train_log.json").read_text())
+    scores = {int(step): s for step, s in log["eval"].items()}
+    assert set(scores) == {1, 2} and log["final_step"] == log["best_step"] == best_step(scores)
+    assert (tmp_path / "grpo" / "eval" / "step-1.jsonl").is_file()  # the scored answers stay with the run
+    # The random policy scores the same at both steps, so step 1 (the earlier) is the best: give its
+    # checkpoint weights of its own, and the re-run (nothing left to train) must save those as final.
+    assert log["best_step"] == 1
+    checkpoint = tmp_path / "grpo" / "checkpoints" / "step-1" / "model.safetensors"
+    weights = load_file(checkpoint)
+    weights = {k: v + 0.5 if "lm_head" in k or "embed_tokens" in k else v for k, v in weights.items()}
+    save_file(weights, checkpoint, metadata={"format": "pt"})
+    train_grpo(config)
+    kept = AutoModelForImageTextToText.from_pretrained(final).state_dict()
+    shared = kept.keys() & weights.keys()
+    assert any("embed_tokens" in k for k in shared) and all(torch.equal(weights[k], kept[k]) for k in shared)
+
+
+def test_choosing_the_best_step_needs_eval_data(tmp_path, tiny_dir, prompts):
+    with pytest.raises(ValueError, match="eval_data"):
+        tiny_grpo(tmp_path, tiny_dir, prompts, load_best_model_at_end=True)

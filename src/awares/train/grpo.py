@@ -35,6 +35,7 @@ from ..runtime import Engine, Request, Result, RuntimeConfig
 from .collate import IGNORE_INDEX, ChatCollator
 from .common import TomlConfig, WeightOptions, load_trainable, per_process, plain, rank_digests
 from .rewards import CorrectnessReward, CostMode, CropCostReward, EvidenceReward, FormatReward
+from .select import StepScorer, best_step, step_scores
 
 
 @dataclass
@@ -80,6 +81,11 @@ class GRPOConfig(WeightOptions, TomlConfig):
     balance_labels: bool = False
     seed: int = 0
     save_steps: int = 20
+    # Held-out data (a `--data` spec) each saved step's policy is scored on (train/select.py), and
+    # whether `final` is the best scored step instead of the last.
+    eval_data: str = ""
+    eval_batch_size: int = 8
+    load_best_model_at_end: bool = False
 
     def __post_init__(self) -> None:
         hints = get_type_hints(type(self))
@@ -89,6 +95,8 @@ class GRPOConfig(WeightOptions, TomlConfig):
                 raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, not {getattr(self, name)!r}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be positive for sampled rollouts, not {self.temperature}")
+        if self.load_best_model_at_end and not self.eval_data:
+            raise ValueError("load_best_model_at_end needs eval_data: the split the best step is chosen on")
 
 
 @dataclass
@@ -254,6 +262,11 @@ def train_grpo(config: GRPOConfig) -> Path:
     start = _resume(out, accelerator)
     log_file = out / "log.jsonl"
     main = accelerator.is_main_process
+    scorer = None
+    if config.eval_data and main:
+        scorer = StepScorer(config.eval_data, out / "eval", config.max_new_tokens, config.eval_batch_size)
+        if start:
+            scorer(accelerator.unwrap_model(policy), processor, start)  # finishes a score cut short
     if main:
         kept = [r for r in rows(log_file) if r.get("step", 0) <= start]  # steps after the last save are redone
         log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -298,6 +311,10 @@ def train_grpo(config: GRPOConfig) -> Path:
                 print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
             if step % config.save_steps == 0 or step == config.max_steps:
                 accelerator.save_state(str(out / "checkpoints" / f"step-{step}"))
+                if scorer:
+                    scorer(accelerator.unwrap_model(policy), processor, step)
+                accelerator.wait_for_everyone()
+    chosen = _choose_step(out, accelerator, config)
     final = out / "final"
     digests = rank_digests(accelerator, accelerator.unwrap_model(policy))  # before LoRA is merged
     if main:
@@ -310,11 +327,33 @@ def train_grpo(config: GRPOConfig) -> Path:
             "world_size": accelerator.num_processes,
             "prompts_per_process": share,
             "rank_weight_digests": digests,
+            **chosen,
         }
         (final / "train_log.json").write_text(json.dumps(summary | {"log": list(rows(log_file))}, indent=2))
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return final
+
+
+def _choose_step(out: Path, accelerator: Accelerator, config: GRPOConfig) -> dict[str, Any]:
+    """With ``eval_data``: every saved step's scores and the best step, whose weights the policy
+    takes back with ``load_best_model_at_end``. What ``train_log.json`` records of them."""
+    if not config.eval_data:
+        return {"final_step": config.max_steps}
+    saved = {int(p.name.split("-")[1]) for p in (out / "checkpoints").glob("step-*")}
+    scores = step_scores(out / "eval", {s for s in saved if s <= config.max_steps})
+    best = best_step(scores)
+    final_step = best if config.load_best_model_at_end else config.max_steps
+    if final_step != config.max_steps:
+        accelerator.load_state(str(out / "checkpoints" / f"step-{final_step}"))
+    if accelerator.is_main_process:
+        print(f"eval_data: best step {best} of {len(scores)} scored; final = step {final_step}", flush=True)
+    kept = ("accuracy", "rtr", "call_rate", "evidence_hit_rate")
+    return {
+        "final_step": final_step,
+        "best_step": best,
+        "eval": {step: {k: scores[step][k] for k in kept} for step in sorted(scores)},
+    }
 
 
 def _mean_over_processes(accelerator: Accelerator, row: dict[str, Any]) -> dict[str, Any]:

@@ -115,6 +115,8 @@ def completion(result: Result, model: str, question_tokens: int, min_crop_side: 
             "tokens": {"view": result.tokens.view, "crops": result.tokens.crops, "full": result.tokens.full},
             "seconds": result.seconds,
             "turns": result.turns,
+            # the attention policy's look: its confidence, the attention grid over the view, the box
+            **({"attention": result.attention} if result.attention else {}),
         },
     }
 

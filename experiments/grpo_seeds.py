@@ -5,7 +5,8 @@
 
 Each ``--run LABEL VAL TEST`` names two folders of ``experiments/grpo_checkpoints.py`` (every
 checkpoint of one GRPO run evaluated on val and on test). The val-chosen step is the checkpoint with
-the highest val accuracy (ties: the lower val RTR); the SFT start is not a candidate. For the last
+the highest val accuracy (ties: the lower val RTR, then the earlier step; `GRPOConfig.load_best_model_at_end`'s
+rule, ``awares.train.select.best_step``); the SFT start is not a candidate. For the last
 step and the chosen one, the table gives test accuracy / RTR / plate hit rate and whether they meet
 issue 12's three targets on test (accuracy >= full resolution - 1, RTR <= 0.40, hit rate >= 0.90),
 then the mean over runs. Reads results only; trains and evaluates nothing.
@@ -17,6 +18,8 @@ import argparse
 import json
 from pathlib import Path
 from statistics import mean
+
+from awares.train.select import best_step
 
 TARGET_GAP, TARGET_RTR, TARGET_HIT = 1.0, 0.40, 0.90
 
@@ -59,7 +62,7 @@ def main() -> None:
         val, _ = checkpoints(Path(val_dir))
         test, full = checkpoints(Path(test_dir))
         last = max(test)
-        chosen = max(val, key=lambda step: (val[step]["accuracy"], -val[step]["rtr"]))
+        chosen = best_step(val)
         picked["last"].append({**test[last], "full": full})
         picked["chosen"].append({**test[chosen], "full": full})
         lines.append(

@@ -92,3 +92,16 @@ def test_evidence_hit_needs_the_crops_of_a_call_to_cover_nine_tenths_of_the_evid
     assert not hit(("0",)) and not hit(("3",)) and hit(()) is None
     record.evidence = [(200, 0, 226, 84)]  # 24 of its 26 columns (92%) lie in quadrant 0
     assert hit(("0",)) and not hit(("1",))
+
+
+def test_the_table_lists_numbered_runs_in_their_order(tmp_path, tiny_dir, capsys):
+    data = write_dataset(generate("test", 2), tmp_path / "ds")
+    out = tmp_path / "eval"
+    assert main(eval_args(data, tiny_dir, out, "--policy", "full")) == 0
+    for name in ("step-100", "step-25"):  # a GRPO run's steps (train/select.py), as numbers order them
+        for suffix in (".jsonl", ".run.json"):
+            shutil.copy(out / f"full{suffix}", out / f"{name}{suffix}")
+    capsys.readouterr()
+    assert main(eval_args(data, tiny_dir, out, "--policy", "full")) == 0
+    table = capsys.readouterr().out
+    assert table.index("| full |") < table.index("| step-25 |") < table.index("| step-100 |")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import statistics
 import time
 from collections import Counter
@@ -47,11 +48,16 @@ def evaluate(
         ids = {r.id for r in records}
         names = {p.name.removesuffix(RUN_SUFFIX) for p in out.glob(f"*{RUN_SUFFIX}")}
         order = {"full": 0, "low": 1, "oracle": 3}  # baselines around the policies
-        ranked = sorted(names, key=lambda n: (order.get(n, 2), n))
+        ranked = sorted(names, key=lambda n: (order.get(n, 2), _natural(n)))
         summaries = {n: s for n in ranked if (s := summarize(out / f"{n}.jsonl", ids, task))}
         if not summaries:
             raise InputError(f"no record was answered; the reasons are in {out}/*.errors.jsonl")
         return summaries, write_report(summaries, out)
+
+
+def _natural(name: str) -> list[str | int]:
+    """A sort key that puts ``step-25`` before ``step-100``."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
 def evaluate_table1(

@@ -5,7 +5,8 @@
 
 A GRPO run saves ``checkpoints/step-N`` (the weights and the optimizer state) every ``save_steps``
 and ``final`` as a loadable model. Each ``step-N`` is evaluated with the configuration and processor
-of ``final`` as ``grpo_N``, ``final`` as ``grpo_<last step>``, ``--sft`` (the run's start) as ``sft``
+of ``final`` as ``grpo_N``, ``final`` as the step it holds (the last, or the best on
+``eval_data`` with ``load_best_model_at_end``), ``--sft`` (the run's start) as ``sft``
 and ``--base`` at full resolution as ``full``: one table in ``--out`` (``table.md``,
 ``summary.json``), resumable like `awares eval`.
 """
@@ -46,7 +47,8 @@ def main() -> None:
     records, errors = resolve(a.data)
     if errors:
         raise SystemExit(f"{len(errors)} bad rows in {a.data}: {errors[:3]}")
-    last = json.loads((run / "final" / "train_log.json").read_text())["config"]["max_steps"]
+    log = json.loads((run / "final" / "train_log.json").read_text())
+    last = log.get("final_step", log["config"]["max_steps"])  # the step `final` holds
     models = {"full": Path(a.base or default_model_dir("full"))}
     if a.sft:
         models["sft"] = Path(a.sft)

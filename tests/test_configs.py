@@ -155,10 +155,14 @@ def test_ablation_configs_load(path):
             expected = replace(shipped.stage(name, cls), **LENGTH_GROUPED.get(name, {}))
             assert config.stage(name, cls) == expected
             assert (expected != shipped.stage(name, cls)) == (name in LENGTH_GROUPED)
-    elif path.name == "oracle-attention.toml":  # configs/pipeline.toml but for curation's oracle
+    elif path.name == "oracle-attention.toml":  # configs/pipeline.toml but for curation's oracle and GRPO's step
         shipped = PipelineConfig.from_toml(ROOT / "configs/pipeline.toml")
         assert (config.oracle, config.base_model, config.ground) == ("attention", "src/awares/assets/base", "")
-        assert replace(config, out_dir=shipped.out_dir, oracle="gt", base_model="", ground=shipped.ground) == shipped
+        kept = {"eval_data": "synthetic:val:400", "load_best_model_at_end": True}
+        assert config.overrides == {"grpo": kept}
+        assert config.stage("grpo", GRPOConfig) == replace(shipped.stage("grpo", GRPOConfig), **kept)
+        same = replace(config, out_dir=shipped.out_dir, oracle="gt", base_model="", ground=shipped.ground, overrides={})
+        assert same == shipped
     elif isinstance(config, PipelineConfig):
         base = config.stage("base", BaseTrainConfig, output_dir="runs/x")
         assert base.ground in (0.3, 0.5) and TinyConfig(**base.model).patch_filter_mean == 0.3

@@ -324,6 +324,18 @@ def test_the_step_chosen_on_eval_data_becomes_final(tmp_path, tiny_dir, prompts)
     assert any("embed_tokens" in k for k in shared) and all(torch.equal(weights[k], kept[k]) for k in shared)
 
 
+def test_a_lora_run_scores_its_steps_and_keeps_the_best_as_a_plain_model(tmp_path, tiny_dir, prompts):
+    config = tiny_grpo(
+        tmp_path, tiny_dir, prompts, max_steps=2, save_steps=1, lora=True,
+        eval_data="synthetic:val:3", eval_batch_size=3, load_best_model_at_end=True,
+    )  # fmt: skip
+    final = train_grpo(config)
+    log = json.loads((final / "train_log.json").read_text())
+    assert set(log["eval"]) == {"1", "2"} and log["final_step"] == log["best_step"] == 1  # the scores tie
+    keys = AutoModelForImageTextToText.from_pretrained(final).state_dict().keys()
+    assert keys == AutoModelForImageTextToText.from_pretrained(tiny_dir).state_dict().keys()
+
+
 def test_choosing_the_best_step_needs_eval_data(tmp_path, tiny_dir, prompts):
     with pytest.raises(ValueError, match="eval_data"):
         tiny_grpo(tmp_path, tiny_dir, prompts, load_best_model_at_end=True)

@@ -37,6 +37,9 @@ class StepScorer:
 
     def __call__(self, model: Any, processor: Any, step: int) -> None:
         # A backend per call: HFBackend keeps the system turn's KV, which the last step's weights made.
+        # A LoRA policy is scored as its base model with the adapter layers in it (PEFT injects them),
+        # since the greedy decoder calls the base model's own modules.
+        model = model.get_base_model() if hasattr(model, "get_base_model") else model
         engine = Engine(HFBackend(model, processor), self.runtime)
         evaluate({f"{STEP_PREFIX}{step}": ("crops", engine)}, self.records, self.out, self.batch_size)
 

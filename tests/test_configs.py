@@ -132,6 +132,7 @@ ABLATIONS = {
     "sft-freeze-vision.toml": SFTConfig,
     "length-grouped.toml": PipelineConfig,
     "oracle-attention.toml": PipelineConfig,
+    "oracle-attention-evidence.toml": PipelineConfig,
 }
 # configs/ablations/length-grouped.toml: configs/pipeline.toml's stages with these keys set
 LENGTH_GROUPED = {"base": {"length_pool": 128}, "ground": {"length_pool": 128}, "sft": {"group_by_length": True}}
@@ -163,6 +164,10 @@ def test_ablation_configs_load(path):
         assert config.stage("grpo", GRPOConfig) == replace(shipped.stage("grpo", GRPOConfig), **kept)
         same = replace(config, out_dir=shipped.out_dir, oracle="gt", base_model="", ground=shipped.ground, overrides={})
         assert same == shipped
+    elif path.name == "oracle-attention-evidence.toml":  # oracle-attention.toml with GRPO's evidence term
+        plain = PipelineConfig.from_toml(path.parent / "oracle-attention.toml")
+        assert replace(config, out_dir=plain.out_dir, overrides=plain.overrides) == plain
+        assert config.stage("grpo", GRPOConfig) == replace(plain.stage("grpo", GRPOConfig), evidence_penalty=0.5)
     elif isinstance(config, PipelineConfig):
         base = config.stage("base", BaseTrainConfig, output_dir="runs/x")
         assert base.ground in (0.3, 0.5) and TinyConfig(**base.model).patch_filter_mean == 0.3

@@ -3,6 +3,10 @@ image, ask, see the streamed answer, the crop the model asked for highlighted on
 and that crop at full resolution."""
 
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -21,22 +25,31 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "-
          "--disable-component-update", "--disable-sync"]  # fmt: skip
 
 
+@contextmanager
+def answered(server: Server, photo: Path, question: str, policy: str = "crops") -> Iterator[Any]:
+    """The demo page in headless Chromium once it has answered ``question`` about ``photo``."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        page = browser.new_page()
+        page.goto(server.url)
+        page.set_input_files("#file", str(photo))
+        page.wait_for_function("document.getElementById('view').width > 1")
+        page.fill("#question", question)
+        page.select_option("#policy", policy)
+        page.click("#send")
+        page.wait_for_selector("body[data-answered=yes]", timeout=30_000)
+        yield page
+        browser.close()
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
 def test_the_demo_page_shows_the_answer_and_highlights_the_crop_asked_for(tmp_path, backend):
-    sync_api = pytest.importorskip("playwright.sync_api")
     engine = Engine(Scripted(backend, ["GET_CROPS: ['1']"]), RuntimeConfig(max_new_tokens=4))
     server = Server(engine, ServeConfig(max_batch=1))
     scene(448, 336).save(tmp_path / "photo.png")
     try:
-        with sync_api.sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-            page = browser.new_page()
-            page.goto(server.url)
-            page.set_input_files("#file", str(tmp_path / "photo.png"))
-            page.wait_for_function("document.getElementById('view').width > 1")
-            page.fill("#question", "What is written on the label?")
-            page.click("#send")
-            page.wait_for_selector("body[data-answered=yes]", timeout=30_000)
+        with answered(server, tmp_path / "photo.png", "What is written on the label?") as page:
             assert page.inner_text("#crops") == "1" and page.inner_text("#answer") != ""
             assert "of 192 for the full image" in page.inner_text("#tokens")
             # the crop the model received, at full resolution: the top-right quarter of 448x336
@@ -50,7 +63,6 @@ def test_the_demo_page_shows_the_answer_and_highlights_the_crop_asked_for(tmp_pa
             assert inside != background and inside[0] > inside[2]  # orange over the light background
             assert outside == background
             page.screenshot(path=str(tmp_path / "demo.png"))
-            browser.close()
     finally:
         server.stop()
     assert (tmp_path / "demo.png").stat().st_size > 10_000
@@ -58,21 +70,11 @@ def test_the_demo_page_shows_the_answer_and_highlights_the_crop_asked_for(tmp_pa
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
 def test_the_demo_page_draws_the_attention_policys_map(tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api")
     sample = next(s for s in generate("test", 20) if s.kind == "detail")  # the shipped base looks at its code
     server = Server(Engine(HFBackend.load(default_model_dir("full"), device="cpu")), ServeConfig(max_batch=1))
     sample.image.save(tmp_path / "photo.png")
     try:
-        with sync_api.sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-            page = browser.new_page()
-            page.goto(server.url)
-            page.set_input_files("#file", str(tmp_path / "photo.png"))
-            page.wait_for_function("document.getElementById('view').width > 1")
-            page.fill("#question", sample.question)
-            page.select_option("#policy", "attention")
-            page.click("#send")
-            page.wait_for_selector("body[data-answered=yes]", timeout=30_000)
+        with answered(server, tmp_path / "photo.png", sample.question, "attention") as page:
             assert page.inner_text("#attention").startswith("confidence ")
             _, body, _ = server.post(chat(data_url(sample.image), sample.question, policy="attention"))
             look, asked = body["awares"]["attention"], body["awares"]["crops"]
@@ -114,6 +116,5 @@ def test_the_demo_page_draws_the_attention_policys_map(tmp_path):
                         expected = over(expected, (255, 160, 0), 0.25)
                 assert max(abs(a - b) for a, b in zip(shown, expected)) <= 3, (shown, expected)
             assert float(grid.min() / grid.max()) < 0.2  # so the two points differ: the map has a peak
-            browser.close()
     finally:
         server.stop()

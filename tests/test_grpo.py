@@ -7,6 +7,7 @@ from transformers import AutoModelForImageTextToText
 
 from awares.crops import low_res_view
 from awares.curate import ImageStore, trajectory
+from awares.data import DATA_FILE, write_dataset
 from awares.data.synthetic import generate
 from awares.errors import ConfigError, InputError
 from awares.models import load_processor
@@ -24,7 +25,7 @@ from awares.train.grpo import (
     train_grpo,
 )
 from awares.train.rewards import CorrectnessReward, CropCostReward, EvidenceReward, FormatReward
-from awares.train.select import best_step
+from awares.train.select import StepScorer, best_step
 
 from .conftest import Scripted, scene
 
@@ -339,3 +340,12 @@ def test_a_lora_run_scores_its_steps_and_keeps_the_best_as_a_plain_model(tmp_pat
 def test_choosing_the_best_step_needs_eval_data(tmp_path, tiny_dir, prompts):
     with pytest.raises(ValueError, match="eval_data"):
         tiny_grpo(tmp_path, tiny_dir, prompts, load_best_model_at_end=True)
+
+
+def test_bad_rows_of_eval_data_are_listed_and_left_out(tmp_path, capsys):
+    data = write_dataset(generate("val", 2), tmp_path / "val")
+    with (data / DATA_FILE).open("a") as f:
+        f.write('{"id": "broken"}\n')
+    scorer = StepScorer(str(data), tmp_path / "eval", max_new_tokens=4, batch_size=2)
+    assert len(scorer.records) == 2 and "skipped 1 bad row(s)" in capsys.readouterr().err
+    assert json.loads((tmp_path / "eval" / "data.errors.jsonl").read_text())["line"] == 3

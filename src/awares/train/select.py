@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..data import resolve
+from ..data import load_records
 from ..errors import InputError
 from ..evaluate import evaluate
 from ..models import HFBackend
@@ -27,9 +27,9 @@ class StepScorer:
     """Scores a run's policy after a step on ``data``, into ``out`` (resuming, like `awares eval`)."""
 
     def __init__(self, data: str, out: Path, max_new_tokens: int, batch_size: int):
-        self.records, errors = resolve(data)
-        for error in errors:  # bad rows are reported and left out, as `awares eval` does
-            print(f"eval_data: skipped {error}", file=sys.stderr)
+        self.records, errors = load_records(data, out)  # bad rows are left out and listed, as `awares eval` does
+        if errors:
+            print(f"eval_data: skipped {len(errors)} bad row(s); see {out / 'data.errors.jsonl'}", file=sys.stderr)
         if not self.records:
             raise InputError(f"eval_data {data!r} holds no usable record")
         self.out, self.batch_size = out, batch_size

@@ -221,12 +221,21 @@ def score(rollouts: list[Rollout], prompts: list[dict[str, Any]], group_size: in
     return parts, sum(parts.values())
 
 
+def _checkpoint(out: Path, step: int) -> Path:
+    return out / "checkpoints" / f"step-{step}"
+
+
+def _saved_steps(out: Path) -> list[int]:
+    """The steps whose state is saved under ``out/checkpoints``, in order."""
+    return sorted(int(p.name.split("-")[1]) for p in (out / "checkpoints").glob("step-*"))
+
+
 def _resume(out: Path, accelerator: Accelerator) -> int:
-    states = sorted((out / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
-    if not states:
+    saved = _saved_steps(out)
+    if not saved:
         return 0
-    accelerator.load_state(str(states[-1]))
-    return int(states[-1].name.split("-")[1])
+    accelerator.load_state(str(_checkpoint(out, saved[-1])))
+    return saved[-1]
 
 
 def train_grpo(config: GRPOConfig) -> Path:
@@ -310,7 +319,7 @@ def train_grpo(config: GRPOConfig) -> Path:
                 append(log, row)
                 print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
             if step % config.save_steps == 0 or step == config.max_steps:
-                accelerator.save_state(str(out / "checkpoints" / f"step-{step}"))
+                accelerator.save_state(str(_checkpoint(out, step)))
                 if scorer:
                     scorer(accelerator.unwrap_model(policy), processor, step)
                 accelerator.wait_for_everyone()
@@ -340,12 +349,11 @@ def _choose_step(out: Path, accelerator: Accelerator, config: GRPOConfig) -> dic
     takes back with ``load_best_model_at_end``. What ``train_log.json`` records of them."""
     if not config.eval_data:
         return {"final_step": config.max_steps}
-    saved = {int(p.name.split("-")[1]) for p in (out / "checkpoints").glob("step-*")}
-    scores = step_scores(out / "eval", {s for s in saved if s <= config.max_steps})
+    scores = step_scores(out / "eval", {s for s in _saved_steps(out) if s <= config.max_steps})
     best = best_step(scores)
     final_step = best if config.load_best_model_at_end else config.max_steps
     if final_step != config.max_steps:
-        accelerator.load_state(str(out / "checkpoints" / f"step-{final_step}"))
+        accelerator.load_state(str(_checkpoint(out, final_step)))
     if accelerator.is_main_process:
         print(f"eval_data: best step {best} of {len(scores)} scored; final = step {final_step}", flush=True)
     kept = ("accuracy", "rtr", "call_rate", "evidence_hit_rate")

@@ -31,6 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from transformers import AutoModelForImageTextToText
 
 from awares.models import load_processor
+from awares.models.families import family_of
 from awares.train.base import BaseTrainConfig, ViewDataset, training_records
 from awares.train.collate import ChatCollator
 
@@ -86,8 +87,8 @@ def main() -> None:
     if args.batch_size:
         config = config.with_values({"batch_size": args.batch_size}, "--batch-size")
     processor = load_processor(args.model)
-    collator = ChatCollator(processor)
     model = AutoModelForImageTextToText.from_pretrained(args.model, dtype=torch.float32)
+    collator = ChatCollator(processor, family_of(model))
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     rng = random.Random(args.seed)
     parts = dict.fromkeys(["views", "collate", "vision_forward", "forward", "backward", "optimizer"], 0.0)

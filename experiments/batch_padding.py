@@ -24,6 +24,7 @@ import torch
 from transformers import AutoModelForImageTextToText
 
 from awares.models import load_processor
+from awares.models.families import family_of
 from awares.train.base import BaseTrainConfig, PooledLengthSampler, ViewDataset, training_records
 from awares.train.collate import ChatCollator
 
@@ -59,8 +60,8 @@ def main() -> None:
         for pool in args.pool:
             runs[f"grouped_{pool}"] = [dataset[d] for d in PooledLengthSampler(dataset, size, pool, args.seed)]
     processor = load_processor(args.model)
-    collator = ChatCollator(processor)
     model = AutoModelForImageTextToText.from_pretrained(args.model, dtype=torch.float32)
+    collator = ChatCollator(processor, family_of(model))
     timed(model, collator, [runs["random"][:size]])  # warm-up
     report = {"config": args.config, "model": args.model, "n": args.n, "batch_size": size}
     for name, conversations in runs.items():

@@ -1,4 +1,5 @@
-"""Shared fixtures: one tiny random Qwen2.5-VL built offline per test session.
+"""Shared fixtures: one tiny random Qwen2.5-VL built offline per test session, and one tiny random
+checkpoint of each supported family (``family_dir``, ``family_backend``), shared by every test.
 
 ``AWARES_TEST_DEVICE=cuda`` runs the backend tests on the GPU (float32, so exact comparisons hold):
 ``scripts/gpu_check.sh`` does.
@@ -6,13 +7,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
 from PIL import Image, ImageDraw
 
+from awares.crops import extract_crops, low_res_view
+from awares.curate import ImageStore, trajectory
+from awares.data.synthetic import generate
 from awares.models import HFBackend, TinyConfig, build_tiny
+from awares.models.families import FAMILIES
 
 
 @pytest.fixture(scope="session")
@@ -23,6 +29,97 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def backend(tiny_dir: Path) -> HFBackend:
     return HFBackend.load(tiny_dir, device=os.environ.get("AWARES_TEST_DEVICE", "cpu"), dtype="float32")
+
+
+@pytest.fixture(scope="session", params=list(FAMILIES))
+def family_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random checkpoint of each family (hidden 128, 2 layers: Qwen3.5's are linear then full
+    attention), saved as a user's would be: model, processor, tokenizer and chat template."""
+    config = TinyConfig(family=request.param, text_layers=2, vision_layers=2, max_pixels=None)
+    return build_tiny(tmp_path_factory.mktemp(request.param), config)
+
+
+@pytest.fixture(scope="session")
+def family_backend(family_dir: Path) -> HFBackend:
+    return HFBackend.load(family_dir, device=os.environ.get("AWARES_TEST_DEVICE", "cpu"), dtype="float32")
+
+
+@pytest.fixture(scope="session")
+def prompts(tmp_path_factory):
+    """4 GRPO prompts (half detail questions) with their images, as curation writes them."""
+    root = tmp_path_factory.mktemp("prompts")
+    store = ImageStore(root)
+    with (root / "trajectories.jsonl").open("w") as f:
+        for s in generate("train", 4, detail_fraction=0.5):
+            path = root / f"{s.id}.png"
+            s.image.save(path)
+            row = trajectory(store, low_res_view(s.image), s.question, s.answers[0])
+            meta = {"image": str(path), "question": s.question, "answers": s.answers}
+            f.write(json.dumps({"id": s.id, "label": "crop" if s.kind == "detail" else "direct", **row, **meta}) + "\n")
+    return root / "trajectories.jsonl"
+
+
+@pytest.fixture(scope="session")
+def trajectories(tmp_path_factory):
+    """A direct and a crop trajectory per sample, written like ``awares curate`` writes them."""
+    root = tmp_path_factory.mktemp("traj")
+    store = ImageStore(root)
+    with (root / "trajectories.jsonl").open("w") as f:
+        for i, s in enumerate(generate("train", 4)):
+            crops = extract_crops(s.image, ["0"]) if i % 2 else None
+            row = trajectory(store, low_res_view(s.image), s.question, s.answers[0], crops, ("0",) if crops else ())
+            f.write(json.dumps({"id": s.id, **row}) + "\n")
+    return root / "trajectories.jsonl"
+
+
+class ForcedCalls:
+    """Within ``with``, a random model writes ``GET_CROPS`` for ``crops`` after any of ``questions``
+    and then its end of turn: on the pass that prefills such a question, and on each pass that
+    forwards the call's tokens so far, the logits of the call's next token get ``bias`` (whatever
+    the decoder: jump-forward, token by token, one row or a batch). Other rows and turns are the
+    model's own."""
+
+    def __init__(self, backend: HFBackend, crops: list[str], questions: list[str], bias: float = 1e4):
+        self.model, self.bias, self.pad = backend.model, bias, backend.pad_id
+        self.script = [*backend.grammar.encode(crops), backend.decoder.end_of_turn]
+        self.markers = [backend.tokenizer(q, add_special_tokens=False).input_ids for q in questions]
+        self.done: dict[int, int] = {}  # row -> script tokens forwarded so far
+
+    def __enter__(self) -> ForcedCalls:
+        self.handle = self.model.register_forward_hook(self._hook, with_kwargs=True)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.handle.remove()
+
+    def _marked(self, ids: list[int]) -> bool:
+        return any(ids[i : i + len(m)] == m for m in self.markers for i in range(len(ids) - len(m) + 1))
+
+    def _hook(self, module, args, kwargs, output):
+        ids, logits = kwargs["input_ids"], output.logits
+        for row, chunk in enumerate(ids.tolist()):
+            real = chunk[next((i for i, t in enumerate(chunk) if t != self.pad), len(chunk)) :]
+            if self._marked(chunk):
+                self.done[row], real = 0, []
+            elif row not in self.done:
+                continue
+            start = self.done[row]
+            # the forwarded tokens that follow the script (jump-forward forwards a separator ahead)
+            script = self.script[start:]
+            follows = next((k for k, t in enumerate(real) if k >= len(script) or t != script[k]), len(real))
+            if real and not follows:
+                del self.done[row]
+                continue
+            for k in range(max(follows, 1)):  # the logits after each of them (the last ones that were kept)
+                position = logits.shape[1] - max(len(real), 1) + k
+                following = start + (k + 1 if real else 0)
+                if position >= 0 and following < len(self.script):
+                    logits[row, position, self.script[following]] += self.bias
+            if follows < len(real):
+                del self.done[row]
+            else:
+                self.done[row] = start + len(real)
+        return output
 
 
 def scene(width: int = 448, height: int = 336, seed: int = 0) -> Image.Image:

@@ -11,8 +11,6 @@ import pytest
 
 from awares.models import default_model_dir
 
-from .test_grpo import prompts  # noqa: F401  (the fixture: 4 trajectories with their images)
-
 
 def launch(tmp_path, *args):
     """``torchrun --standalone --nproc_per_node 2 -m awares.cli ARGS`` (a free port, one machine)."""
@@ -31,7 +29,7 @@ def digest(path):
     return weights_digest(AutoModelForImageTextToText.from_pretrained(path))
 
 
-def test_sft_and_grpo_on_two_processes_keep_identical_weights_and_the_configured_batch(tmp_path, tiny_dir, prompts):  # noqa: F811
+def test_sft_and_grpo_on_two_processes_keep_identical_weights_and_the_configured_batch(tmp_path, tiny_dir, prompts):
     (tmp_path / "sft.toml").write_text("max_steps = 3\nbatch_size = 4\nsave_steps = 100\nlogging_steps = 1\n")
     launch(tmp_path, "train", "sft", tmp_path / "sft.toml", "--data", prompts, "--model", tiny_dir,
            "--output-dir", tmp_path / "sft")  # fmt: skip

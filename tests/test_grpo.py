@@ -5,8 +5,6 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForImageTextToText
 
-from awares.crops import low_res_view
-from awares.curate import ImageStore, trajectory
 from awares.data import DATA_FILE, write_dataset
 from awares.data.synthetic import generate
 from awares.errors import ConfigError, InputError
@@ -127,7 +125,7 @@ def rollout_batch(backend, turns):
     sample = next(generate("test", 1))
     engine = Engine(Scripted(backend, turns[:1], turn2=turns[1:]), RuntimeConfig(max_new_tokens=2))
     (out,) = rollout(engine, [(sample.image, sample.question)], group_size=1)
-    return out.messages, ChatCollator(backend.processor)([out.messages])
+    return out.messages, ChatCollator(backend.processor, backend.family)([out.messages])
 
 
 def tiny_grpo(tmp_path, tiny_dir, prompts, **overrides):
@@ -152,20 +150,6 @@ def test_only_policy_tokens_are_actions_in_a_rollout(backend):
     assert processor.tokenizer.decode(acted) == "GET_CROPS: ['0', '5']<|im_end|>red<|im_end|>"
     pad = processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
     assert (ids == pad).sum() > 0 and not (acted == pad).any()  # three images, none of them actions
-
-
-@pytest.fixture(scope="module")
-def prompts(tmp_path_factory):
-    root = tmp_path_factory.mktemp("prompts")
-    store = ImageStore(root)
-    with (root / "trajectories.jsonl").open("w") as f:
-        for s in generate("train", 4, detail_fraction=0.5):
-            path = root / f"{s.id}.png"
-            s.image.save(path)
-            row = trajectory(store, low_res_view(s.image), s.question, s.answers[0])
-            meta = {"image": str(path), "question": s.question, "answers": s.answers}
-            f.write(json.dumps({"id": s.id, "label": "crop" if s.kind == "detail" else "direct", **row, **meta}) + "\n")
-    return root / "trajectories.jsonl"
 
 
 def test_malformed_calls_in_rollouts_can_be_answers_instead_of_whole_image_fetches(backend):

@@ -4,6 +4,7 @@ from transformers import AutoModelForImageTextToText
 
 from awares.errors import ModelLoadError
 from awares.models import HFBackend, TinyConfig, build_tiny, load_processor
+from awares.models.families import FAMILIES
 from awares.models.tiny import SPECIAL_TOKENS
 from awares.protocol import images_of, turn1_messages, turn2_messages
 
@@ -150,7 +151,9 @@ def test_batches_pad_on_the_left_whatever_the_processor_config_says(tmp_path, mo
     def auto_processor(path):  # what AutoProcessor builds where torchvision exists: the config's padding
         tokenizer = AutoTokenizer.from_pretrained(path)
         image_processor = Qwen2VLImageProcessorPil.from_pretrained(path)
-        return processor_module.ImageOnlyQwenVLProcessor(image_processor, tokenizer, tokenizer.chat_template)
+        return processor_module.image_only_processor(FAMILIES["qwen2_5_vl"])(
+            image_processor, tokenizer, tokenizer.chat_template
+        )
 
     monkeypatch.setattr(processor_module, "is_torchvision_available", lambda: True)
     monkeypatch.setattr(processor_module.AutoProcessor, "from_pretrained", auto_processor)

@@ -7,6 +7,7 @@ from awares.crops import Box, boxes_to_crops, low_res_view
 from awares.data import generate
 from awares.errors import ConfigError
 from awares.models import load_processor
+from awares.models.families import FAMILIES
 from awares.protocol import turn1_messages
 from awares.train.base import (
     GROUND_QUESTION,
@@ -36,7 +37,7 @@ def test_labels_cover_exactly_the_assistant_answers(tiny_dir):
             {"role": "assistant", "content": [{"type": "text", "text": "47 is it"}]},
         ],
     ]
-    batch = ChatCollator(processor)(conversations)
+    batch = ChatCollator(processor, FAMILIES["qwen2_5_vl"])(conversations)
     tok = processor.tokenizer
     decoded = [tok.decode(row[row != IGNORE_INDEX]) for row in batch["labels"]]
     assert decoded == ["red<|im_end|>", "47 is it<|im_end|>"]

@@ -1,32 +1,16 @@
 import json
 
-import pytest
-
-from awares.crops import VisionGrid, extract_crops, low_res_view
-from awares.curate import ImageStore, trajectory
-from awares.data.synthetic import generate
+from awares.crops import VisionGrid
 from awares.models import load_processor
+from awares.models.families import FAMILIES
 from awares.train.collate import ChatCollator
 from awares.train.sft import SFTConfig, TrajectoryDataset, train_sft
-
-
-@pytest.fixture(scope="module")
-def trajectories(tmp_path_factory):
-    """A direct and a crop trajectory per sample, written like ``awares curate`` writes them."""
-    root = tmp_path_factory.mktemp("traj")
-    store = ImageStore(root)
-    with (root / "trajectories.jsonl").open("w") as f:
-        for i, s in enumerate(generate("train", 4)):
-            crops = extract_crops(s.image, ["0"]) if i % 2 else None
-            row = trajectory(store, low_res_view(s.image), s.question, s.answers[0], crops, ("0",) if crops else ())
-            f.write(json.dumps({"id": s.id, **row}) + "\n")
-    return root / "trajectories.jsonl"
 
 
 def test_labels_cover_exactly_the_assistant_turns_and_weight_the_tool_call(tiny_dir, trajectories):
     processor = load_processor(tiny_dir)
     conversation = TrajectoryDataset(trajectories)[1]  # a crop trajectory: two images
-    batch = ChatCollator(processor, call_weight=5.0)([conversation])
+    batch = ChatCollator(processor, FAMILIES["qwen2_5_vl"], call_weight=5.0)([conversation])
     ids, labels, weights = batch["input_ids"][0], batch["labels"][0], batch["loss_weights"][0]
     spans, current = [], []
     for i in range(len(ids)):
@@ -48,7 +32,7 @@ def test_labels_cover_exactly_the_assistant_turns_and_weight_the_tool_call(tiny_
 
 def test_crop_weight_falls_on_the_crop_id_tokens_only(tiny_dir, trajectories):
     processor = load_processor(tiny_dir)
-    collator = ChatCollator(processor, call_weight=5.0, crop_weight=25.0)
+    collator = ChatCollator(processor, FAMILIES["qwen2_5_vl"], call_weight=5.0, crop_weight=25.0)
     tok = processor.tokenizer
     for call, ids in [
         ("GET_CROPS: ['0']", ["0"]),

@@ -6,9 +6,11 @@ positions of one pass. Once the model has committed to a call (its first token i
 token), the rest of the syntax is known, so this loop appends it in one pass, picks each crop id
 among the ids still valid (every call parses), and reads both the close-or-continue decision and the
 next id from one pass over ``[id, *separator]``. A one-crop call costs three forward passes (the
-prefill, the syntax, the id) instead of one per token. Answers are decoded one token per pass, as
-``generate`` would. Sampled decoding (RL rollouts) stays with ``generate``: rollouts must be the
-policy's own draws, forced tokens included.
+prefill, the syntax, the id) instead of one per token. Without ``lookahead`` (a hybrid model, whose
+recurrent state cannot take back a separator forwarded ahead of a close) the decision is read after
+the id alone and the separator forwarded only when the call goes on: one pass more per further id.
+Answers are decoded one token per pass, as ``generate`` would. Sampled decoding (RL rollouts) stays
+with ``generate``: rollouts must be the policy's own draws, forced tokens included.
 """
 
 from __future__ import annotations
@@ -90,6 +92,7 @@ class _Row:
     tail: list[int] = field(default_factory=list)  # final tokens, never forwarded in this turn
     crops: list[str] | None = None  # the call's crop ids once the row has committed to a call
     streamed: int = 0  # how many generated ids were passed to ``stream``
+    deciding: bool = False  # without lookahead: the last pass ended on a crop id (close or go on)
     done: bool = False
     ended: bool = False
 
@@ -123,9 +126,10 @@ class GreedyDecoder:
         end_of_turn: int,
         pad_id: int,
         image_token_id: int,
+        lookahead: bool = True,
     ):
         self.model, self.grammar, self.eos_ids, self.end_of_turn = model, grammar, eos_ids, end_of_turn
-        self.pad_id, self.image_token_id = pad_id, image_token_id
+        self.pad_id, self.image_token_id, self.lookahead = pad_id, image_token_id, lookahead
 
     @torch.inference_mode()
     def decode(
@@ -219,26 +223,39 @@ class GreedyDecoder:
             self._append(row, int(logits[-1].argmax()), max_new_tokens)
             return False
         grammar = self.grammar
-        if row.crops:  # the pass was [id, *separator]: close after the id, or go on to the next id
-            decision = logits[-1 - len(grammar.separator)]
-            left = [c for c in CROP_NAMES if c not in row.crops]
-            if not left or decision[grammar.close[0]] >= decision[grammar.separator[0]]:
+        if row.crops and self.lookahead:  # the pass was [id, *separator]: close after the id, or go on
+            if self._closes(row, logits[-1 - len(grammar.separator)]):
                 row.generated = row.generated[: len(row.generated) - len(grammar.separator)]
                 self._close(row, [])
                 return True
-            allowed = left
-        else:  # the pass was the prefix: the first id, ``all`` included
-            allowed = list(CROP_IDS)
+        elif row.deciding:  # the pass ended on the id: close, or forward the separator
+            row.deciding = False
+            if self._closes(row, logits[-1]):
+                self._close(row, [])
+            else:
+                row.generated += grammar.separator
+                row.pending = list(grammar.separator)
+            return False
+        # the pass was the prefix (the first id, ``all`` included) or a separator (the next id)
+        allowed = [c for c in CROP_NAMES if c not in row.crops] if row.crops else list(CROP_IDS)
         scores = logits[-1, [grammar.crop_tokens[c] for c in allowed]]
         crop = allowed[int(scores.argmax())]
         row.crops.append(crop)
         token = grammar.crop_tokens[crop]
         if crop == ALL or len(row.crops) == len(CROP_NAMES) or not self._fits(len(row.crops) + 1, max_new_tokens):
             self._close(row, [token])
-        else:
+        elif self.lookahead:
             row.generated += [token, *grammar.separator]
             row.pending = [token, *grammar.separator]
+        else:
+            row.generated.append(token)
+            row.pending, row.deciding = [token], True
         return False
+
+    def _closes(self, row: _Row, decision: torch.Tensor) -> bool:
+        """Whether the call closes after its last id: no crop left, or the close beats the separator."""
+        left = [c for c in CROP_NAMES if c not in row.crops]
+        return not left or bool(decision[self.grammar.close[0]] >= decision[self.grammar.separator[0]])
 
     def _close(self, row: _Row, last: list[int]) -> None:
         """End the call after ``last``: the close and the end token follow unforwarded."""

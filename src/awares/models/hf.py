@@ -17,7 +17,9 @@ from ..hub import resolve_model
 from ..protocol import Message, images_of
 from .attention import LastTokenAttention
 from .backend import Stream, Turn
+from .chat import ChatTemplate
 from .decoding import CallGrammar, GreedyDecoder
+from .families import family_of
 from .processor import load_processor
 
 _REQUIRED_FILES = ("config.json", "tokenizer_config.json", "preprocessor_config.json")
@@ -41,6 +43,24 @@ class Session:
     ended: list[bool]
 
 
+@dataclass
+class RowSessions:
+    """The sessions of a hybrid model's batch, one per conversation, each decoded alone
+    (``Family.hybrid``: padding between turns or rows would change the recurrent state)."""
+
+    rows: list[Session]
+
+
+def _joined(turns: list[Turn]) -> Turn:
+    """The turns of conversations decoded one at a time, as one turn over all of them."""
+    confidence = [c for t in turns for c in (t.confidence or [])] or None
+    attention = [a for t in turns for a in (t.attention or [])] or None
+    session = RowSessions([t.session for t in turns])
+    return Turn(
+        [x for t in turns for x in t.texts], [x for t in turns for x in t.ids], session, None, confidence, attention
+    )
+
+
 class _RowStreamer(BaseStreamer):
     """``generate``'s streamer for a batch: each row's ids so far, until its end token, to ``stream``."""
 
@@ -62,6 +82,11 @@ class _RowStreamer(BaseStreamer):
 
     def end(self) -> None:
         pass
+
+
+def _row_stream(stream: Stream | None, row: int) -> Stream | None:
+    """``stream`` for a conversation decoded alone that is row ``row`` of the batch."""
+    return (lambda _, ids: stream(row, ids)) if stream else None
 
 
 def _check_model_dir(path: Path) -> None:
@@ -92,16 +117,20 @@ def check_device(device: str) -> str:
 
 
 class HFBackend:
-    """A local Qwen2-VL / Qwen2.5-VL checkpoint run with transformers (CPU, or CUDA with bf16).
+    """A local checkpoint of a supported family (``models.families``) run with transformers (CPU,
+    or CUDA with bf16).
 
     Greedy turns run ``GreedyDecoder``, which appends a tool call's fixed syntax in one forward pass
     once the model has committed to a call (``jump_forward``; off: ``generate``, token by token).
-    Sampled turns always run ``generate``."""
+    Sampled turns always run ``generate``. A hybrid family's conversations are decoded one at a
+    time, with no shared system-prompt cache and no column forwarded ahead of a decision."""
 
     reads_attention = True  # generate(attention_layer=...): the training-free policy can run on it
 
     def __init__(self, model: Any, processor: Any, source: Path | None = None, jump_forward: bool = True):
         self.model = model.eval()
+        self.family = family_of(model)
+        self.template = ChatTemplate(processor, self.family)
         self.source = source
         self.processor = processor
         self.tokenizer = processor.tokenizer
@@ -113,7 +142,13 @@ class HFBackend:
         self.jump_forward = jump_forward
         self.grammar = CallGrammar.from_tokenizer(self.tokenizer)
         self.decoder = GreedyDecoder(
-            model, self.grammar, self.eos_ids, self._end_of_turn(), self.pad_id, self.image_token_id
+            model,
+            self.grammar,
+            self.eos_ids,
+            self._end_of_turn(),
+            self.pad_id,
+            self.image_token_id,
+            lookahead=not self.family.hybrid,
         )
         self._prefixes: dict[str, tuple[torch.Tensor, Cache]] = {}  # system turn -> its ids and KV
 
@@ -135,7 +170,7 @@ class HFBackend:
         torch_dtype = (
             getattr(torch, dtype) if dtype else (torch.bfloat16 if device.startswith("cuda") else torch.float32)
         )
-        try:
+        try:  # load_processor refuses a model type awares does not run
             processor = load_processor(path)
             model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch_dtype, local_files_only=True)
         except Exception as err:  # any failure to read user-supplied files is reported, not raised
@@ -176,7 +211,7 @@ class HFBackend:
         return next((i for i in reversed(ids) if i in self.eos_ids), min(self.eos_ids))
 
     def _prompt(self, messages: list[Message], generation: bool = True) -> str:
-        return self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation)
+        return self.template.prompt(messages, generation)
 
     def _encode(self, texts: list[str], images: list[Any]) -> dict[str, torch.Tensor]:
         return self.processor(text=texts, images=images or None, padding=True, return_tensors="pt").to(self.device)
@@ -193,12 +228,19 @@ class HFBackend:
         gets each answering row's ids so far as they are decoded. With ``attention_layer`` (greedy
         only), ``Turn.attention`` holds each row's last prompt token's attention over its visual
         tokens at that layer (``LastTokenAttention``)."""
+        if self.family.hybrid and len(conversations) > 1:
+            return _joined(
+                [
+                    self.generate([c], max_new_tokens, _row_stream(stream, row), attention_layer, **sampling)
+                    for row, c in enumerate(conversations)
+                ]
+            )
         inputs = self._encode(
             [self._prompt(c) for c in conversations], [im for c in conversations for im in images_of(c)]
         )
         grids = self._split_grids(inputs.get("image_grid_thw"), [len(images_of(c)) for c in conversations])
         if attention_layer is None:
-            if self._greedy(sampling):
+            if self._greedy(sampling) and not self.family.hybrid:
                 inputs = self._after_system_turn(conversations, inputs)
             return self._decode(conversations, inputs, grids, max_new_tokens, stream, sampling)
         if not self._greedy(sampling):
@@ -258,9 +300,17 @@ class HFBackend:
         messages (assistant turn as decoded, then a user turn). Only the new tokens are prefilled;
         the turn-1 cache is reused, and only the new images go through the vision encoder.
         The session's cache is consumed: a session can be extended once."""
+        if isinstance(session, RowSessions):
+            return _joined(
+                [
+                    self.extend(session.rows[r], [0], [c], max_new_tokens, _row_stream(stream, i), **sampling)
+                    for i, (r, c) in enumerate(zip(rows, conversations))
+                ]
+            )
         index = torch.tensor(rows, device=self.device)
         cache = session.cache
-        cache.batch_select_indices(index)
+        if rows != list(range(len(session.conversations))):
+            cache.batch_select_indices(index)
         tails = [self._tail(session, r, conv) for r, conv in zip(rows, conversations)]
         added = [images_of(conv)[len(images_of(session.conversations[r])) :] for r, conv in zip(rows, conversations)]
         new_images = [im for row_images in added for im in row_images]
@@ -288,19 +338,7 @@ class HFBackend:
 
     def _tail(self, session: Session, row: int, conversation: list[Message]) -> str:
         """Template text that follows row ``row``'s generated ids in ``conversation``."""
-        previous = session.conversations[row]
-        head = self._prompt(previous)
-        added = conversation[len(previous)]
-        content = (
-            added["content"]
-            if isinstance(added["content"], str)
-            else "".join(p.get("text", "") for p in added["content"])
-        )
-        closed = self._prompt(conversation[: len(previous) + 1], generation=False)
-        full = self._prompt(conversation)
-        if not (closed.startswith(head + content) and full.startswith(closed)):
-            raise ValueError("the chat template does not render the conversation as a prefix extension")
-        tail = closed[len(head) + len(content) :] + full[len(closed) :]
+        tail = self.template.continuation(session.conversations[row], conversation)
         if session.ended[row]:
             eos_text = self.tokenizer.decode([int(session.sequences[row][session.attention_mask[row].nonzero()[-1]])])
             tail = tail.removeprefix(eos_text)

@@ -1,28 +1,26 @@
-"""Build a tiny Qwen2.5-VL (random init) with a tokenizer and processor made fully offline.
+"""Build a tiny random checkpoint of any supported family, with a tokenizer and processor made fully offline.
 
-The model is transformers' own ``Qwen2_5_VLForConditionalGeneration`` with a small config; the
-tokenizer is a byte-level BPE trained with ``tokenizers`` on the project's own text, carrying the
-Qwen special tokens and the Qwen2-VL chat template. Everything is saved with ``save_pretrained`` and
-reloads with ``from_pretrained`` like any hub checkpoint.
+The model is transformers' own class of the family (``TinyConfig.family``, default Qwen2.5-VL, the
+shipped miniature's) with a small config; the tokenizer is a byte-level BPE trained with
+``tokenizers`` on the project's own text, carrying the Qwen special tokens and the family's chat
+template. Everything is saved with ``save_pretrained`` and reloads with ``from_pretrained`` like any
+hub checkpoint.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import (
-    PreTrainedTokenizerFast,
-    Qwen2_5_VLConfig,
-    Qwen2_5_VLForConditionalGeneration,
-    Qwen2VLImageProcessorPil,
-)
+from transformers import PreTrainedTokenizerFast, Qwen2VLImageProcessorPil
 
 from ..crops import CROP_NAMES
 from ..protocol import SYSTEM_PROMPT
-from .processor import ImageOnlyQwenVLProcessor, save_processor
+from .families import Family, family_of
+from .processor import image_only_processor, save_processor
 
 SPECIAL_TOKENS = [
     "<|endoftext|>",
@@ -35,31 +33,12 @@ SPECIAL_TOKENS = [
     "<|video_pad|>",
 ]
 
-# The Qwen2-VL / Qwen2.5-VL chat template (the one shipped with those checkpoints).
-CHAT_TEMPLATE = (
-    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
-    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
-    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
-    "<|im_start|>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
-    "{% else %}{% for content in message['content'] %}"
-    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
-    "{% set image_count.value = image_count.value + 1 %}"
-    "{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}"
-    "<|vision_start|><|image_pad|><|vision_end|>"
-    "{% elif content['type'] == 'video' or 'video' in content %}"
-    "{% set video_count.value = video_count.value + 1 %}"
-    "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}"
-    "<|vision_start|><|video_pad|><|vision_end|>"
-    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
-    "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
 
 @dataclass
 class TinyConfig:
     """Sizes of the tiny model and its processor (defaults train on a 2-core CPU)."""
 
+    family: str = "qwen2_5_vl"  # a model type of models.families.FAMILIES
     text_hidden: int = 128
     text_layers: int = 4
     text_heads: int = 4
@@ -69,7 +48,7 @@ class TinyConfig:
     vision_layers: int = 2
     vision_heads: int = 4
     vision_intermediate: int = 192
-    # Qwen2.5-VL mixes windowed and full attention in its vision tower; windows only is ~25% faster on CPU.
+    # Qwen2.5-VL: full attention in the last vision block (else windows only, ~25% faster on CPU)
     vision_full_attention: bool = False
     rope_theta: float = 10000.0  # text M-RoPE base
     # Text M-RoPE frequencies: interleaved t, h, w (``mrope_section = [1] * (head_dim // 2)``, the idea
@@ -86,10 +65,11 @@ class TinyConfig:
     patch_filter_mean: float = 0.0
     bpe_vocab: int = 1024
     merge_size: int = 2  # patches merged per side into one LLM token, as in Qwen2.5-VL
-    # The paper's evaluation budget caps the full image at 2048*28*28 px; the floor is lowered from
-    # 32*28*28 to one token so that small views and zooms are never resampled.
-    min_pixels: int = 28 * 28
-    max_pixels: int = 2048 * 28 * 28
+    # The paper's evaluation budget caps the full image at 2048 visual tokens; the floor is lowered to
+    # one token so that small views and zooms are never resampled. None: that many tokens of the
+    # family's cell (28 px on Qwen2.x, 32 px on Qwen3.x).
+    min_pixels: int | None = None
+    max_pixels: int | None = None
     seed: int = 0
     extra_corpus: list[str] = field(default_factory=list)
 
@@ -119,6 +99,7 @@ def build_tokenizer(config: TinyConfig) -> PreTrainedTokenizerFast:
         show_progress=False,
     )
     bpe.train_from_iterator(_corpus(config.extra_corpus), trainer=trainer)
+    family = family_of(config.family)
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=bpe,
         eos_token="<|im_end|>",
@@ -131,61 +112,47 @@ def build_tokenizer(config: TinyConfig) -> PreTrainedTokenizerFast:
             "vision_eos_token": "<|vision_end|>",
         },
     )
-    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.chat_template = family.chat_template()
     return tokenizer
 
 
-def build_processor(config: TinyConfig) -> ImageOnlyQwenVLProcessor:
-    """Tokenizer plus the PIL image processor of Qwen2-VL, with the tiny pixel budget."""
+def build_processor(config: TinyConfig) -> Any:
+    """Tokenizer plus the family's PIL image processor, with the tiny token budget."""
+    family = family_of(config.family)
     tokenizer = build_tokenizer(config)
+    cell = family.patch_size * config.merge_size
     image_processor = Qwen2VLImageProcessorPil(
-        min_pixels=config.min_pixels, max_pixels=config.max_pixels, merge_size=config.merge_size
+        min_pixels=config.min_pixels or cell * cell,
+        max_pixels=config.max_pixels or 2048 * cell * cell,
+        patch_size=family.patch_size,
+        merge_size=config.merge_size,
     )
-    return ImageOnlyQwenVLProcessor(image_processor, tokenizer, chat_template=CHAT_TEMPLATE)
+    return image_only_processor(family)(image_processor, tokenizer, chat_template=tokenizer.chat_template)
 
 
-def model_config(config: TinyConfig, tokenizer: PreTrainedTokenizerFast) -> Qwen2_5_VLConfig:
-    """The Qwen2.5-VL config of ``config``'s sizes, its special-token ids from ``tokenizer``."""
+def model_config(config: TinyConfig, tokenizer: PreTrainedTokenizerFast) -> Any:
+    """The family's config of ``config``'s sizes, its special-token ids from ``tokenizer``."""
+    family = family_of(config.family)
     ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in SPECIAL_TOKENS}
-    head_dim = config.text_hidden // config.text_heads
-    half = head_dim // 2
-    split = [half - 2 * (3 * half // 8), 3 * half // 8, 3 * half // 8]  # 16/24/24 of 64 in Qwen2.5-VL-7B
-    mrope = [1] * half if config.mrope_interleaved else split
-    return Qwen2_5_VLConfig(
-        text_config=dict(
-            vocab_size=len(tokenizer),
-            hidden_size=config.text_hidden,
-            intermediate_size=config.text_intermediate,
-            num_hidden_layers=config.text_layers,
-            num_attention_heads=config.text_heads,
-            num_key_value_heads=config.text_kv_heads,
-            max_position_embeddings=4096,
-            rope_parameters={"rope_type": "default", "rope_theta": config.rope_theta, "mrope_section": mrope},
-            bos_token_id=ids["<|endoftext|>"],
-            eos_token_id=ids["<|im_end|>"],
-            pad_token_id=ids["<|endoftext|>"],
-        ),
-        vision_config=dict(
-            depth=config.vision_layers,
-            hidden_size=config.vision_hidden,
-            intermediate_size=config.vision_intermediate,
-            num_heads=config.vision_heads,
-            out_hidden_size=config.text_hidden,
-            window_size=112,
-            spatial_merge_size=config.merge_size,
-            fullatt_block_indexes=[config.vision_layers - 1] if config.vision_full_attention else [],
-        ),
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
-    )
+    sizes = _Sizes(config, len(tokenizer))
+    return Family.cls(family.config_class)(**family.tiny(sizes, ids))
 
 
-def build_model(config: TinyConfig, tokenizer: PreTrainedTokenizerFast) -> Qwen2_5_VLForConditionalGeneration:
-    """A randomly initialised Qwen2.5-VL whose special-token ids come from ``tokenizer``."""
+@dataclass
+class _Sizes:
+    """``TinyConfig`` with the tokenizer's vocabulary size, what a family's ``tiny`` reads."""
+
+    config: TinyConfig
+    vocab_size: int
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.config, name)
+
+
+def build_model(config: TinyConfig, tokenizer: PreTrainedTokenizerFast) -> Any:
+    """A randomly initialised model of the family, whose special-token ids come from ``tokenizer``."""
     torch.manual_seed(config.seed)
-    model = Qwen2_5_VLForConditionalGeneration(model_config(config, tokenizer))
+    model = Family.cls(family_of(config.family).model_class)(model_config(config, tokenizer))
     if config.center_patch_filters:
         center_patch_filters(model, float(config.center_patch_filters), config.patch_filter_mean)
     model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
@@ -193,8 +160,8 @@ def build_model(config: TinyConfig, tokenizer: PreTrainedTokenizerFast) -> Qwen2
     return model.eval()
 
 
-def center_patch_filters(model: Qwen2_5_VLForConditionalGeneration, share: float = 1.0, keep_mean: float = 0.0) -> None:
-    """Remove all but ``keep_mean`` of the mean over its 14x14 window, per colour channel, from the
+def center_patch_filters(model: Any, share: float = 1.0, keep_mean: float = 0.0) -> None:
+    """Remove all but ``keep_mean`` of the mean over its patch, per colour channel, from the
     first ``share`` of the patch-embedding filters.
 
     Flat regions then embed to (nearly) zero in those channels, and a patch's embedding there is
@@ -202,7 +169,7 @@ def center_patch_filters(model: Qwen2_5_VLForConditionalGeneration, share: float
     filters let dominate; the other filters keep seeing the colour at full strength.
     """
     with torch.no_grad():
-        weight = model.model.visual.patch_embed.proj.weight  # (hidden, 3, temporal, 14, 14)
+        weight = model.model.visual.patch_embed.proj.weight  # (hidden, 3, temporal, patch, patch)
         count = round(weight.shape[0] * share)
         weight[:count] -= (1 - keep_mean) * weight[:count].mean(dim=(-2, -1), keepdim=True)
 

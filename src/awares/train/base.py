@@ -29,6 +29,7 @@ from ..data.synthetic import corpus
 from ..errors import ConfigError
 from ..images import image_size, load_image
 from ..models import TinyConfig, build_tiny, load_processor
+from ..models.families import family_of
 from ..models.processor import save_processor
 from ..protocol import Message, turn1_messages
 from .collate import ChatCollator
@@ -330,7 +331,7 @@ def run_trainer(
         model=model,
         args=args,
         train_dataset=dataset,
-        data_collator=ChatCollator(processor),
+        data_collator=ChatCollator(processor, family_of(model)),
         callbacks=[CurriculumCallback(dataset)],
         train_sampler=sampler,
     )

@@ -6,6 +6,8 @@ from typing import Any
 
 import torch
 
+from ..models.chat import ChatTemplate
+from ..models.families import Family
 from ..protocol import CALL_PREFIX, Message, images_of
 
 IGNORE_INDEX = -100
@@ -28,7 +30,8 @@ def assistant_spans(ids: list[int], start: list[int], end_id: int) -> list[tuple
 
 
 class ChatCollator:
-    """Batch conversations for training with a Qwen2-VL-style processor.
+    """Batch conversations for training with the processor of a ``family`` checkpoint, each
+    rendered as the backend decodes it (``ChatTemplate.render``).
 
     Labels are the input ids on assistant content and its closing end-of-turn token, ``-100``
     elsewhere (system, user, images, padding). With ``call_weight`` the batch also holds
@@ -37,14 +40,17 @@ class ChatCollator:
     (``3`` and ``all`` in ``GET_CROPS: ['3', 'all']``) weigh ``crop_weight`` instead.
     """
 
-    def __init__(self, processor: Any, call_weight: float | None = None, crop_weight: float | None = None):
+    def __init__(
+        self, processor: Any, family: Family, call_weight: float | None = None, crop_weight: float | None = None
+    ):
         self.processor, self.call_weight, self.crop_weight = processor, call_weight, crop_weight
+        self.template = ChatTemplate(processor, family)
         tok = processor.tokenizer
-        self.start = tok.encode("<|im_start|>assistant\n", add_special_tokens=False)
+        self.start = tok.encode(self.template.generation_prompt, add_special_tokens=False)
         self.end_id = tok.convert_tokens_to_ids("<|im_end|>")
 
     def __call__(self, conversations: list[list[Message]]) -> dict[str, torch.Tensor]:
-        texts = [self.processor.apply_chat_template(c, tokenize=False) for c in conversations]
+        texts = [self.template.render(c) for c in conversations]
         images = [im for c in conversations for im in images_of(c)]
         batch = self.processor(text=texts, images=images or None, padding=True, return_tensors="pt")
         labels = torch.full_like(batch["input_ids"], IGNORE_INDEX)

@@ -15,6 +15,7 @@ from torch.utils.data import Sampler
 from transformers import AutoModelForImageTextToText, Trainer, TrainingArguments
 
 from ..errors import ConfigError
+from ..models.families import family_of
 
 
 def _read_extended(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, tuple[Any, Path]]:
@@ -91,7 +92,9 @@ class WeightOptions:
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.05
-    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    # Module names LoRA adapts in the language model; empty: every layer kind's projections, as the
+    # model's family names them (models.families: Qwen3.5's linear-attention layers too)
+    lora_targets: list[str] = field(default_factory=list)
 
     def torch_dtype(self) -> torch.dtype:
         dtype = getattr(torch, self.dtype, None)
@@ -103,6 +106,7 @@ class WeightOptions:
 def load_trainable(path: str | Path, options: WeightOptions) -> Any:
     """The checkpoint at ``path`` ready to train as ``options`` say."""
     model = AutoModelForImageTextToText.from_pretrained(path, dtype=options.torch_dtype())
+    family_of(model)  # a model type awares cannot run is refused before training starts
     if options.freeze_vision:
         model.model.visual.requires_grad_(False)
     if options.gradient_checkpointing:
@@ -111,11 +115,13 @@ def load_trainable(path: str | Path, options: WeightOptions) -> Any:
         return model
     from peft import LoraConfig, get_peft_model
 
+    targets = options.lora_targets or family_of(model).lora_targets
+
     lora = LoraConfig(
         r=options.lora_r,
         lora_alpha=options.lora_alpha,
         lora_dropout=options.lora_dropout,
-        target_modules=rf".*language_model.*\.({'|'.join(options.lora_targets)})",  # the LLM only
+        target_modules=rf".*language_model.*\.({'|'.join(targets)})",  # the LLM only
     )
     return get_peft_model(model, lora)
 

@@ -29,6 +29,7 @@ from ..hub import resolve_model
 from ..images import load_image
 from ..jsonl import append, open_append, rows
 from ..models import HFBackend, load_processor
+from ..models.families import family_of
 from ..models.processor import save_processor
 from ..protocol import Message
 from ..runtime import Engine, Request, Result, RuntimeConfig
@@ -266,7 +267,7 @@ def train_grpo(config: GRPOConfig) -> Path:
         on_malformed=config.on_malformed,
     )
     engine = Engine(HFBackend(accelerator.unwrap_model(policy), processor), runtime)
-    collator = ChatCollator(processor)
+    collator = ChatCollator(processor, family_of(policy))
     out = Path(config.output_dir)
     start = _resume(out, accelerator)
     log_file = out / "log.jsonl"

@@ -24,6 +24,7 @@ from ..images import image_size, load_image
 from ..jsonl import rows
 from ..models import load_processor
 from ..models.default import default_base_dir
+from ..models.families import family_of
 from ..models.processor import save_processor
 from ..protocol import Message
 from .collate import IGNORE_INDEX, ChatCollator
@@ -156,7 +157,9 @@ def train_sft(config: SFTConfig) -> Path:
         model=model,
         args=args,
         train_dataset=dataset,
-        data_collator=ChatCollator(processor, call_weight=config.call_weight, crop_weight=config.crop_weight),
+        data_collator=ChatCollator(
+            processor, family_of(model), call_weight=config.call_weight, crop_weight=config.crop_weight
+        ),
         train_sampler=sampler,
     )
     resumed_from = last_checkpoint(out)

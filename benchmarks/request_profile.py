@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-import awares.runtime
+import awares.runtime.engine
 from awares.data import resolve
 from awares.images import load_image
 from awares.models import HFBackend, default_model_dir
@@ -95,7 +95,7 @@ def main() -> None:
         ("image: crops", "extract_crops"),
         ("image: load", "load_image"),
     ):
-        clock.wrap(awares.runtime, name, part)
+        clock.wrap(awares.runtime.engine, name, part)
     config = RuntimeConfig(max_new_tokens=16, batch_size=1)
     jump = not args.no_jump_forward
     backends = {m: HFBackend.load(m, jump_forward=jump) for m in {args.model, args.baseline_model}}

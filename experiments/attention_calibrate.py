@@ -6,7 +6,7 @@ Runs the ``attention`` policy twice on ``--data``: never fetching crops and alwa
 Then, for each rule "fetch when the attention's focus (its peak's share of the visual attention)
 is at least F, or the low-res answer's first token is less probable than C", it takes each
 sample's answer and RTR from the run the rule picks, and prints accuracy, RTR and call rate. The
-shipped defaults (``RuntimeConfig.attention_focus`` and ``confidence_threshold``) are the rule with
+shipped defaults (``AttentionConfig.focus`` and ``confidence_threshold``) are the rule with
 the best accuracy at RTR <= 0.45 on val.
 """
 
@@ -18,7 +18,7 @@ import statistics
 from awares.data import resolve
 from awares.evaluate.metrics import exact_match
 from awares.models import HFBackend, default_model_dir
-from awares.runtime import Engine, Request, RuntimeConfig
+from awares.runtime import AttentionConfig, Engine, Request, RuntimeConfig
 
 FOCUS, CONFIDENCE = (0.2, 0.3, 0.4, 0.5, 0.6), (0.0, 0.5, 0.9)
 
@@ -34,7 +34,7 @@ def main() -> None:
     requests = [Request(r.image, r.question) for r in records]
     runs = {}
     for name, focus, confidence in (("never", 2.0, 0.0), ("always", 0.0, 2.0)):
-        config = RuntimeConfig(max_new_tokens=16, attention_focus=focus, confidence_threshold=confidence)
+        config = RuntimeConfig(max_new_tokens=16, attention=AttentionConfig(confidence, focus))
         runs[name] = Engine(backend, config).answer_batch(requests, "attention")
     rows = [
         (n.attention["focus"], n.attention["confidence"], (exact_match(n.answer, r.answers), n.rtr),

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image, ImageDraw
 
 from awares.crops import extract_crops, low_res_view
@@ -19,6 +22,8 @@ from awares.curate import ImageStore, trajectory
 from awares.data.synthetic import generate
 from awares.models import HFBackend, TinyConfig, build_tiny
 from awares.models.families import FAMILIES
+from awares.protocol import images_of
+from awares.serve import create_app, serve_in_thread
 
 
 @pytest.fixture(scope="session")
@@ -70,6 +75,51 @@ def trajectories(tmp_path_factory):
             row = trajectory(store, low_res_view(s.image), s.question, s.answers[0], crops, ("0",) if crops else ())
             f.write(json.dumps({"id": s.id, **row}) + "\n")
     return root / "trajectories.jsonl"
+
+
+class Server:
+    """``create_app(engine, config)`` served by uvicorn on a free loopback port, in a thread."""
+
+    def __init__(self, engine, config, raw=False):
+        self.app = create_app(engine, config, raw=raw)
+        self.server, self.url = serve_in_thread(self.app)
+
+    def post(self, body, raw=False):
+        """``(status, json, headers)`` of POST /v1/chat/completions."""
+        data = body if raw else json.dumps(body).encode()
+        request = urllib.request.Request(f"{self.url}/v1/chat/completions", data, {"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status, json.loads(response.read()), response.headers
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read()), err.headers
+
+    def get(self, path):
+        with urllib.request.urlopen(f"{self.url}{path}", timeout=30) as response:
+            return response.read().decode()
+
+    def stop(self):
+        self.server.should_exit = True
+
+
+def chat(url, question="What is written?", **extra):
+    content = [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": question}]
+    return {"model": "awares", "messages": [{"role": "user", "content": content}], "max_tokens": 4, **extra}
+
+
+def from_scratch_logits(backend, ids, mask, conversations):
+    """Next-token logits of the full two-turn sequence, prefilled in one pass with every image."""
+    images = [im for c in conversations for im in images_of(c)]
+    pixels = backend.processor.image_processor(images, return_tensors="pt").to(backend.device)
+    with torch.no_grad():
+        out = backend.model(
+            input_ids=ids,
+            attention_mask=mask,
+            pixel_values=pixels["pixel_values"],
+            image_grid_thw=pixels["image_grid_thw"],
+            mm_token_type_ids=(ids == backend.image_token_id).int(),
+        )
+    return out.logits[:, -1]
 
 
 class ForcedCalls:

@@ -16,7 +16,7 @@ from awares.models.attention import LastTokenAttention
 from awares.protocol import turn1_messages
 from awares.runtime import Engine, Request, RuntimeConfig
 
-from .conftest import scene
+from .conftest import Server, chat, scene
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def test_a_detail_question_fetches_the_crop_it_looks_at_and_a_global_one_does_no
         assert result.crops and result.parse_status == "call" and len(result.turns) == 2
         assert covers_evidence(sample.evidence, result.crops, *sample.image.size)
         assert result.answer == sample.answers[0]
-        assert result.attention["focus"] >= engine.config.attention_focus
+        assert result.attention["focus"] >= engine.config.attention.focus
     for sample, result in zip(background, results[len(detail) :]):
         assert not result.crops and result.rtr == pytest.approx(0.25, abs=0.02)
         assert result.answer == sample.answers[0]
@@ -64,8 +64,6 @@ def test_the_attention_policy_needs_a_backend_that_reads_attention(base):
 def test_ask_eval_and_serve_run_the_attention_policy(tmp_path, capsys):
     from awares.models.endpoint import data_url
     from awares.serve import ServeConfig
-
-    from .test_serve import Server, chat
 
     sample = next(s for s in generate("test", 30) if s.kind == "detail")
     sample.image.save(tmp_path / "page.png")

@@ -23,8 +23,7 @@ from awares.protocol import (
 )
 from awares.runtime import Engine, Request, RuntimeConfig
 
-from .conftest import scene
-from .test_models import _from_scratch_logits
+from .conftest import Server, from_scratch_logits, scene
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +156,7 @@ def test_turn_two_on_a_jumped_cache_matches_a_from_scratch_prefill(backend):
     ids, mask = turn2.session.sequences[:, :prompt_len], turn2.session.attention_mask[:, :prompt_len]
     assert prompt_len > cached
     for row in (0, 1):
-        reference = _from_scratch_logits(backend, ids[row : row + 1], mask[row : row + 1], follow[row : row + 1])
+        reference = from_scratch_logits(backend, ids[row : row + 1], mask[row : row + 1], follow[row : row + 1])
         torch.testing.assert_close(turn2.logits[0][row : row + 1], reference, atol=1e-4, rtol=1e-4)
 
 
@@ -179,8 +178,6 @@ def test_the_guided_decoding_regex_admits_a_turn_starting_a_call_only_as_a_parse
 def test_guided_calls_send_the_regex_as_vllm_structured_outputs(policies):
     from awares.models import OpenAIBackend
     from awares.serve import ServeConfig
-
-    from .test_serve import Server
 
     server = Server(Engine(policies[True], RuntimeConfig()), ServeConfig(), raw=True)
     try:

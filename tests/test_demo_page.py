@@ -13,11 +13,11 @@ import torch
 
 from awares.data import generate
 from awares.models import HFBackend, default_model_dir
+from awares.models.endpoint import data_url
 from awares.runtime import Engine, RuntimeConfig
 from awares.serve import ServeConfig
 
-from .conftest import Scripted, scene
-from .test_serve import Server, chat, data_url
+from .conftest import Scripted, Server, chat, scene
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # Chromium's own network features fail on a closed network; these flags keep it to the page.

@@ -15,12 +15,14 @@ from awares.data import generate, write_dataset
 from awares.errors import ModelLoadError
 from awares.models import HFBackend
 from awares.models.attention import LastTokenAttention
+from awares.models.endpoint import data_url
 from awares.models.families import FAMILIES, family_of
-from awares.protocol import images_of, turn1_messages, turn2_messages
-from awares.runtime import Engine, Request, RuntimeConfig
+from awares.protocol import turn1_messages, turn2_messages
+from awares.runtime import SERVED_POLICIES, Engine, Request, RuntimeConfig
+from awares.serve import ServeConfig
 from awares.train.common import WeightOptions, load_trainable
 
-from .conftest import ForcedCalls, scene
+from .conftest import ForcedCalls, Server, chat, from_scratch_logits, scene
 
 QUESTIONS = ["What is written?", "Colour of the box?", "Which shape?"]
 IMAGES = [scene(448, 336), scene(336, 448, 1), scene(320, 224, 2)]
@@ -51,20 +53,6 @@ def test_a_model_type_awares_does_not_run_is_a_clear_error(tmp_path, family_dir)
         HFBackend.load(copy)
 
 
-def _from_scratch_logits(backend, ids, mask, conversations):
-    images = [im for c in conversations for im in images_of(c)]
-    pixels = backend.processor.image_processor(images, return_tensors="pt")
-    with torch.no_grad():
-        out = backend.model(
-            input_ids=ids,
-            attention_mask=mask,
-            pixel_values=pixels["pixel_values"],
-            image_grid_thw=pixels["image_grid_thw"],
-            mm_token_type_ids=(ids == backend.image_token_id).int(),
-        )
-    return out.logits[:, -1]
-
-
 def test_turn2_on_the_turn1_cache_equals_a_from_scratch_prefill(family_backend):
     backend = family_backend
     rows = 1 if backend.family.hybrid else 2  # a hybrid model decodes conversations one at a time
@@ -72,11 +60,13 @@ def test_turn2_on_the_turn1_cache_equals_a_from_scratch_prefill(family_backend):
     with ForcedCalls(backend, ["0", "5"], QUESTIONS[:1]):  # row 0 calls (jump-forward), row 1 answers
         turn1 = backend.generate(conversations, max_new_tokens=12)
     assert turn1.texts[0] == "GET_CROPS: ['0', '5']"
-    follow = [turn2_messages(c, t, [scene(224, 168, 3), scene(224, 336, 4)]) for c, t in zip(conversations, turn1.texts)]
+    follow = [
+        turn2_messages(c, t, [scene(224, 168, 3), scene(224, 336, 4)]) for c, t in zip(conversations, turn1.texts)
+    ]
     turn2 = backend.extend(turn1.session, list(range(rows)), follow, max_new_tokens=2, output_logits=True)
     prompt = turn2.session.sequences.shape[1] - len(turn2.logits)
     ids, mask = turn2.session.sequences[:, :prompt], turn2.session.attention_mask[:, :prompt]
-    torch.testing.assert_close(turn2.logits[0], _from_scratch_logits(backend, ids, mask, follow), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(turn2.logits[0], from_scratch_logits(backend, ids, mask, follow), atol=1e-4, rtol=1e-4)
 
 
 def _engine_turns(backend, requests, batch_size):
@@ -151,3 +141,37 @@ def test_curate_sft_and_grpo_run_on_the_family(tmp_path, family_dir, prompts, ca
     log = json.loads((tmp_path / "grpo" / "log.jsonl").read_text().splitlines()[0])
     assert log["step"] == 1 and 0 <= log["call_rate"] <= 1
     assert family_of(AutoModelForImageTextToText.from_pretrained(tmp_path / "grpo" / "final")).model_type in FAMILIES
+
+
+def test_the_server_answers_every_served_policy(family_backend):
+    server = Server(Engine(family_backend, RuntimeConfig(max_new_tokens=4)), ServeConfig(max_batch=4, max_wait_ms=5))
+    try:
+        tokens = VisionGrid.from_processor(family_backend.processor).tokens(448, 336)
+        for policy in SERVED_POLICIES:
+            status, reply, _ = server.post(chat(data_url(IMAGES[0]), QUESTIONS[0], awares={"policy": policy}))
+            assert status == 200 and reply["awares"]["tokens"]["full"] == tokens, (policy, reply)
+    finally:
+        server.stop()
+
+
+def test_the_lmms_eval_plugin_answers_with_the_family(tmp_path, family_dir):
+    pytest.importorskip("lmms_eval", reason="lmms-eval is installed with --no-deps (see .ci/run)")
+    from lmms_eval.api.instance import Instance
+    from lmms_eval.models import get_model
+
+    model = get_model("awares").create_from_arg_string(
+        f"pretrained={family_dir},log_dir={tmp_path},max_new_tokens=16", {"batch_size": 2, "device": "cpu"}
+    )
+    model.task_dict = {"chartqa": {"test": [{"images": [im]} for im in IMAGES]}}
+    arguments = [
+        (q, {"max_new_tokens": 16}, lambda doc: doc["images"], i, "chartqa", "test") for i, q in enumerate(QUESTIONS)
+    ]
+    requests = [
+        Instance("generate_until", a, idx=0, metadata={"task": "chartqa", "doc_id": a[3], "repeats": 1})
+        for a in arguments
+    ]
+    with ForcedCalls(model.engine.backend, ["1"], QUESTIONS[:1]):
+        model.generate_until(requests)
+    rows = [json.loads(line) for line in (tmp_path / "chartqa.jsonl").read_text().splitlines()]
+    assert sorted(r["doc_id"] for r in rows) == [0, 1, 2] and not any("error" in r for r in rows)
+    assert next(r for r in rows if r["doc_id"] == 0)["crops"] == ["1"]

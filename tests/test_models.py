@@ -8,7 +8,7 @@ from awares.models.families import FAMILIES
 from awares.models.tiny import SPECIAL_TOKENS
 from awares.protocol import images_of, turn1_messages, turn2_messages
 
-from .conftest import scene
+from .conftest import from_scratch_logits, scene
 
 
 def test_tiny_model_reloads_with_from_pretrained(tiny_dir):
@@ -62,21 +62,6 @@ def test_missing_and_corrupt_model_directories(tmp_path, tiny_dir):
         HFBackend.load(copy)
 
 
-def _from_scratch_logits(backend, ids, mask, conversations):
-    """Next-token logits of the full two-turn sequence, prefilled in one pass with every image."""
-    images = [im for c in conversations for im in images_of(c)]
-    pixels = backend.processor.image_processor(images, return_tensors="pt").to(backend.device)
-    with torch.no_grad():
-        out = backend.model(
-            input_ids=ids,
-            attention_mask=mask,
-            pixel_values=pixels["pixel_values"],
-            image_grid_thw=pixels["image_grid_thw"],
-            mm_token_type_ids=(ids == backend.image_token_id).int(),
-        )
-    return out.logits[:, -1]
-
-
 def test_turn2_with_reused_cache_matches_a_from_scratch_prefill(backend, monkeypatch):
     conversations = [
         turn1_messages(scene(448, 336), "What is written?"),
@@ -104,7 +89,7 @@ def test_turn2_with_reused_cache_matches_a_from_scratch_prefill(backend, monkeyp
     ids = turn2.session.sequences[:, :prompt_len]
     mask = turn2.session.attention_mask[:, :prompt_len]
     assert prompt_len > cached_prefill  # only the tail was new
-    reference = _from_scratch_logits(backend, ids, mask, follow)
+    reference = from_scratch_logits(backend, ids, mask, follow)
     torch.testing.assert_close(turn2.logits[0], reference, atol=1e-4, rtol=1e-4)
 
     # the turn-2 ids hold every image's tokens: low-res views and crops

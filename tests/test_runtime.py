@@ -11,8 +11,7 @@ from awares.models import HFBackend, OpenAIBackend
 from awares.runtime import Engine, Request, RuntimeConfig
 from awares.serve import ServeConfig
 
-from .conftest import Scripted, scene
-from .test_serve import Server
+from .conftest import Scripted, Server, scene
 
 IMAGE = scene(448, 336)
 

@@ -14,34 +14,9 @@ import pytest
 
 from awares.models.endpoint import data_url
 from awares.runtime import Engine, Request, RuntimeConfig
-from awares.serve import Limits, ServeConfig, create_app, serve_in_thread
+from awares.serve import Limits, ServeConfig
 
-from .conftest import scene
-
-
-class Server:
-    """``create_app(engine, config)`` served by uvicorn on a free loopback port, in a thread."""
-
-    def __init__(self, engine, config, raw=False):
-        self.app = create_app(engine, config, raw=raw)
-        self.server, self.url = serve_in_thread(self.app)
-
-    def post(self, body, raw=False):
-        """``(status, json, headers)`` of POST /v1/chat/completions."""
-        data = body if raw else json.dumps(body).encode()
-        request = urllib.request.Request(f"{self.url}/v1/chat/completions", data, {"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=60) as response:
-                return response.status, json.loads(response.read()), response.headers
-        except urllib.error.HTTPError as err:
-            return err.code, json.loads(err.read()), err.headers
-
-    def get(self, path):
-        with urllib.request.urlopen(f"{self.url}{path}", timeout=30) as response:
-            return response.read().decode()
-
-    def stop(self):
-        self.server.should_exit = True
+from .conftest import Server, chat, scene
 
 
 @pytest.fixture()
@@ -57,11 +32,6 @@ def serve(backend):
     yield start
     for server in servers:
         server.stop()
-
-
-def chat(url, question="What is written?", **extra):
-    content = [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": question}]
-    return {"model": "awares", "messages": [{"role": "user", "content": content}], "max_tokens": 4, **extra}
 
 
 def test_the_openai_client_gets_answers_with_crops_and_rtr(serve, backend):

@@ -76,3 +76,15 @@ def test_pixel_budget_caps_the_full_image():
 def test_too_elongated_images_are_refused():
     with pytest.raises(ValueError, match="elongated"):
         VisionGrid().tokens(20000, 50)
+
+
+def test_below_the_processors_floor_the_view_keeps_the_detail_its_tokens_pay_for():
+    """Qwen3-VL's published processor: 65,536 px at least, 32-px cells."""
+    grid = VisionGrid(min_pixels=65_536, max_pixels=16_777_216, patch_size=16, merge_size=2)
+    floor = dict(max_pixels=grid.max_pixels, min_pixels=grid.min_pixels)
+    assert low_res_size(224, 224, **floor) == (224, 224)  # a plain 0.5x view would be enlarged back to the floor
+    assert grid.tokens(*low_res_size(224, 224)) == grid.tokens(224, 224)  # which costs as much as the full image
+    width, height = low_res_size(400, 300, **floor)
+    assert width * height >= grid.min_pixels and (width, height) < (400, 300)
+    assert low_res_size(2048, 1536, **floor) == low_res_size(2048, 1536)  # large images: the plain half
+    assert grid.tokens(*low_res_size(2048, 1536, **floor)) / grid.tokens(2048, 1536) == pytest.approx(0.25, abs=0.01)

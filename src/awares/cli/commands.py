@@ -12,7 +12,8 @@ from ..data.benchmarks import TASKS
 from ..data.synthetic import SPLIT_OFFSETS
 from ..errors import InputError
 from ..images import load_image
-from ..runtime import POLICIES, Result
+from ..models.families import DEFAULT_FAMILY, FAMILIES
+from ..runtime import POLICIES, POLICY_TABLE, Result, policy_help
 from .options import (
     FRACTION,
     POSITIVE,
@@ -56,7 +57,7 @@ def add_ask(sub: Sub) -> None:
         "--policy",
         choices=POLICIES,
         default="crops",
-        help="crops: AwaRes protocol (default); full/low: one pass; oracle: given --crops",
+        help=f"(default: crops) {policy_help()}",
     )
     ask.add_argument("--crops", type=crop_list, default=(), help="comma-separated crop ids for oracle, e.g. 0,5")
     ask.add_argument("--json", action="store_true", help="print the full result as JSON")
@@ -65,8 +66,8 @@ def add_ask(sub: Sub) -> None:
 
 
 def ask_command(args: argparse.Namespace) -> None:
-    if args.policy == "oracle" and not args.crops:
-        raise InputError("the oracle policy needs --crops, e.g. --crops 0,5")
+    if POLICY_TABLE[args.policy].oracle_crops and not args.crops:
+        raise InputError(f"the {args.policy} policy needs --crops, e.g. --crops 0,5")
     if not args.question.strip():
         raise InputError("the question is empty")
     image = load_image(args.image)  # fail on bad input before loading the model
@@ -344,16 +345,17 @@ def serve_command(args: argparse.Namespace) -> None:
 
 
 def add_build_tiny(sub: Sub) -> None:
-    tiny = sub.add_parser("build-tiny", help="build a random-init tiny Qwen2.5-VL with its processor, offline")
+    tiny = sub.add_parser("build-tiny", help="build a random-init tiny checkpoint with its processor, offline")
     tiny.add_argument("output", type=folder)
     tiny.add_argument("--seed", type=SEED, default=0)
+    tiny.add_argument("--family", choices=list(FAMILIES), default=DEFAULT_FAMILY, help="model type (%(default)s)")
     tiny.set_defaults(func=build_tiny_command)
 
 
 def build_tiny_command(args: argparse.Namespace) -> None:
     from ..models import TinyConfig, build_tiny
 
-    print(build_tiny(args.output, TinyConfig(seed=args.seed)))
+    print(build_tiny(args.output, TinyConfig(family=args.family, seed=args.seed)))
 
 
 COMMANDS = (add_ask, add_demo, add_eval, add_curate, add_synth, add_train, add_pipeline, add_serve, add_build_tiny)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from ..crops import CROP_IDS
 from ..errors import InputError
-from ..runtime import POLICIES, Engine, RuntimeConfig
+from ..models.families import supported
+from ..runtime import POLICIES, POLICY_TABLE, Engine, RuntimeConfig
 
 
 def number(kind: type, low: float | None = None, high: float | None = None, low_open: bool = False):
@@ -95,12 +96,17 @@ def add_data_options(parser: argparse.ArgumentParser, default: str | None, help_
     parser.add_argument("--limit", type=POSITIVE, help="only the first N records")
 
 
+def _shipped_for(checkpoint: str) -> str:
+    return ", ".join(p for p in POLICIES if POLICY_TABLE[p].checkpoint == checkpoint)
+
+
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model and runtime")
     group.add_argument(
         "--model",
-        help="a local checkpoint folder or a Hugging Face Hub id, e.g. Kimhi/AWARES-Qwen2.5-VL-7B (default: the "
-        "shipped tiny AwaRes policy for `crops`, the shipped base VLM for full, low, oracle and curation)",
+        help=f"a local checkpoint folder or a Hugging Face Hub id of {supported()}, e.g. Kimhi/AWARES-Qwen2.5-VL-7B "
+        f"(default: the shipped tiny AwaRes policy for {_shipped_for('policy')}, the shipped base VLM for "
+        f"{_shipped_for('base')} and curation)",
     )
     group.add_argument("--revision", help="with a hub id: a branch, tag or commit (default: main)")
     group.add_argument(

@@ -24,7 +24,8 @@ CROP_IDS: tuple[str, ...] = (*CROP_NAMES, ALL)
 # The reference implementation never returns a crop thinner than this; images smaller than it
 # in a dimension get that whole dimension.
 DEFAULT_MIN_CROP_SIDE = 100
-# Qwen2-VL processors work on 28 px cells (14 px patches merged 2x2): no view is made smaller.
+# The smallest side of an image or a view: one 28-px token cell (14 px patches merged 2x2); the
+# engine makes no view smaller than its processor's cell.
 MIN_VIEW_SIDE = 28
 
 
@@ -109,28 +110,44 @@ def extract_crops(
 
 
 def low_res_size(
-    width: int, height: int, scale: float = 0.5, min_side: int = MIN_VIEW_SIDE, max_pixels: int | None = None
+    width: int,
+    height: int,
+    scale: float = 0.5,
+    min_side: int = MIN_VIEW_SIDE,
+    max_pixels: int | None = None,
+    min_pixels: int | None = None,
 ) -> tuple[int, int]:
     """Size of the low-resolution view: ``int(side * scale)`` as in the reference code, never below
     ``min_side`` nor above the original. With ``max_pixels`` (the processor's cap), the scale becomes
     ``scale * min(1, sqrt(max_pixels / (width * height)))``: the view is never more than ``scale`` per
     side of what the processor makes of the full image, so a low-res answer costs about ``scale**2``
     of the full image's tokens on any size (a 3000x4000 photo at plain 0.5x would still exceed the
-    cap and cost as much as the full image)."""
+    cap and cost as much as the full image). With ``min_pixels`` (the processor's floor), the view is
+    never smaller than that area (nor than the image): the processor would enlarge a smaller view to
+    it, costing the same tokens with less detail. With a floor of 65,536 px (some published
+    processors') an image under 512 x 512 gets a view of 65,536 px or more, and one under 256 x 256
+    is its own view."""
     if not 0 < scale <= 1:
         raise ValueError(f"low-res scale must be in (0, 1], got {scale}")
     if max_pixels:
         scale *= min(1.0, math.sqrt(max_pixels / (width * height)))
+    floor = min(1.0, math.sqrt(min_pixels / (width * height))) if min_pixels else 0.0
+    rounded = math.ceil if floor > scale else int  # at the floor, round up: never under it
+    scale = max(scale, floor)
 
     def side(s: int) -> int:
-        return min(s, max(int(s * scale), min_side))
+        return min(s, max(rounded(s * scale), min_side))
 
     return side(width), side(height)
 
 
 def low_res_view(
-    image: Image.Image, scale: float = 0.5, min_side: int = MIN_VIEW_SIDE, max_pixels: int | None = None
+    image: Image.Image,
+    scale: float = 0.5,
+    min_side: int = MIN_VIEW_SIDE,
+    max_pixels: int | None = None,
+    min_pixels: int | None = None,
 ) -> Image.Image:
     """The low-resolution global view (Lanczos), as in the reference implementation (see ``low_res_size``)."""
-    size = low_res_size(*image.size, scale=scale, min_side=min_side, max_pixels=max_pixels)
+    size = low_res_size(*image.size, scale=scale, min_side=min_side, max_pixels=max_pixels, min_pixels=min_pixels)
     return image if size == image.size else image.resize(size, Image.Resampling.LANCZOS)

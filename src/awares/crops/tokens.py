@@ -1,4 +1,4 @@
-"""Exact visual-token accounting for Qwen2-VL-style processors."""
+"""Exact visual-token accounting for the processors of every supported family (one resize rule)."""
 
 from __future__ import annotations
 
@@ -31,6 +31,11 @@ class VisionGrid:
             patch_size=int(ip.patch_size),
             merge_size=int(ip.merge_size),
         )
+
+    @property
+    def cell(self) -> int:
+        """Pixels per side of one visual token."""
+        return self.patch_size * self.merge_size
 
     def resized(self, width: int, height: int) -> tuple[int, int]:
         """The (width, height) the processor resizes a ``width`` x ``height`` image to."""

@@ -16,6 +16,7 @@ from ..crops import Box
 from ..data import Record
 from ..errors import AwaresError, InputError
 from ..evaluate.metrics import normalize
+from ..runtime.attention import where
 
 
 class OracleError(AwaresError):
@@ -155,12 +156,12 @@ class VLMOracle:
 @dataclass
 class AttentionOracle:
     """The curated model's own attention at full resolution, where it answers correctly
-    (``Engine.where``): no grounding model and no boxes in the data."""
+    (``runtime.where``): no grounding model and no boxes in the data."""
 
     engine: Any
 
     def __call__(self, record: Record, image: Image.Image, answer: str) -> list[Box]:
-        return [self.engine.where(image, record.question)]
+        return [where(self.engine, image, record.question)]
 
 
 def make_oracle(

@@ -21,7 +21,7 @@ from ..errors import AwaresError, InputError
 from ..images import load_image
 from ..jsonl import append, done_ids, open_append, rows, single_writer
 from ..paths import plain_name
-from ..runtime import Engine, Request, Result
+from ..runtime import POLICY_TABLE, Engine, Request, Result
 from .metrics import anls, exact_match
 from .report import table1, write_report
 from .tasks import score, task_metrics
@@ -178,7 +178,8 @@ def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> 
 def _request(record: Record, policy: str) -> Request:
     image = load_image(record.image)  # decoded once: its size checks the evidence, the engine reuses it
     check_evidence(record, image.size)
-    return Request(image, record.question, oracle_crops(record, image.size) if policy == "oracle" else ())
+    given = oracle_crops(record, image.size) if POLICY_TABLE[policy].oracle_crops else ()
+    return Request(image, record.question, given)
 
 
 def _answer(engine: Engine, batch: list[Record], policy: str, errors: Path) -> tuple[list[Record], list[Result]]:

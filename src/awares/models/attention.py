@@ -7,8 +7,8 @@ would hold 28 of them). The hook on one layer takes that layer's input and rotar
 the last position's query as the layer does, and scores it against the keys the layer has just
 written to the cache; the tests check it against eager attention's own weights, on every family.
 The family says how its query is made (``Family.gated_query``; a ``q_norm`` where the layer has one;
-rotary on the first dimensions the rotary embedding covers: all on Qwen2.x and Qwen3-VL, a quarter on
-Qwen3.5) and which layers have softmax attention (Qwen3.5's linear-attention layers have none).
+rotary on the first dimensions the rotary embedding covers, all or a part) and which layers have
+softmax attention (a hybrid family's linear-attention layers have none).
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """A checkpoint's chat template as awares renders conversations: turn by turn, as they are decoded.
 
 A model decodes turn 1 after the generation prompt, and turn 2 continues that very text. Most
-templates render a conversation's history as a prefix extension of that (Qwen2.x); Qwen3.5's does
-not: its generation prompt opens an empty thinking block that the history of earlier assistant
-turns leaves out. ``ChatTemplate.render`` writes a whole conversation the way the backend decodes
+templates render a conversation's history as a prefix extension of that; some do not: a thinking
+family's generation prompt opens an empty thinking block that the history of earlier assistant
+turns leaves out (``Family.template_kwargs`` turns thinking off). ``ChatTemplate.render`` writes a whole conversation the way the backend decodes
 it, so that training (``train.collate``) sees exactly the sequences inference produces.
 """
 
@@ -50,7 +50,7 @@ class ChatTemplate:
             return closing
         full = self.prompt(conversation, generation=conversation[-1]["role"] != "assistant")
         shared = next((i for i, (a, b) in enumerate(zip(full, head)) if a != b), min(len(full), len(head)))
-        # where the history renders that assistant turn (Qwen3.5: without the generation prompt's thinking block)
+        # where the history renders that assistant turn (perhaps without the generation prompt's thinking block)
         at = full.find(content + closing, shared)
         if at < 0:
             raise ValueError("the chat template does not render the conversation's history as it was decoded")
@@ -58,7 +58,7 @@ class ChatTemplate:
 
     def render(self, messages: list[Message]) -> str:
         """``messages`` as the backend decodes them: each assistant turn after the generation prompt,
-        its closing and the following turns after it (the template's own text for Qwen2.x)."""
+        its closing and the following turns after it (the template's own text where it extends its prefixes)."""
         turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
         if not turns:
             return self.prompt(messages, generation=False)

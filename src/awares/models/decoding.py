@@ -116,7 +116,7 @@ def _text_positions(mask: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
 
 
 class GreedyDecoder:
-    """Batched greedy decoding of one turn of a Qwen2-VL-family model, with jump-forward tool calls."""
+    """Batched greedy decoding of one turn of a supported family's model, with jump-forward tool calls."""
 
     def __init__(
         self,

@@ -47,7 +47,9 @@ def default_base_dir() -> Path:
 
 
 def default_model_dir(policy: str = "crops") -> Path:
-    """The embedded default for a runtime policy: the shipped AwaRes policy (SFT + GRPO from the base)
-    for ``crops``, the base VLM for the baselines (``full``, ``low``, ``oracle``).
-    The random tiny model where a checkpoint is absent."""
-    return _shipped("awares" if policy == "crops" else "base")
+    """The embedded default for a runtime policy (``runtime.POLICY_TABLE``'s ``checkpoint``): the
+    shipped AwaRes policy (SFT + GRPO from the base), or the base VLM for the others. The random
+    tiny model where a checkpoint is absent."""
+    from ..runtime.policies import POLICY_TABLE  # the runtime imports models: looked up when called
+
+    return _shipped("awares" if POLICY_TABLE[policy].checkpoint == "policy" else "base")

@@ -43,6 +43,7 @@ class Family:
     config_class: str
     processor_class: str
     patch_size: int
+    image_processor_class: str = "Qwen2VLImageProcessorPil"  # the PIL one: no torchvision needed
     merge_size: int = 2
     gated_query: bool = False
     hybrid: bool = False
@@ -112,7 +113,7 @@ def _tokens(ids: dict[str, int]) -> dict[str, int]:
 def _qwen2_vl_tiny(c: Any, ids: dict[str, int]) -> dict[str, Any]:
     vision = dict(
         depth=c.vision_layers, embed_dim=c.vision_hidden, hidden_size=c.text_hidden, num_heads=c.vision_heads,
-        mlp_ratio=c.vision_intermediate // c.vision_hidden, patch_size=14, spatial_merge_size=c.merge_size,
+        mlp_ratio=c.vision_intermediate // c.vision_hidden, patch_size=c.patch_size, spatial_merge_size=c.merge_size,
     )  # fmt: skip
     return dict(text_config=_text(c, ids, c.text_hidden // c.text_heads), vision_config=vision, **_tokens(ids))
 
@@ -120,7 +121,7 @@ def _qwen2_vl_tiny(c: Any, ids: dict[str, int]) -> dict[str, Any]:
 def _qwen2_5_vl_tiny(c: Any, ids: dict[str, int]) -> dict[str, Any]:
     vision = dict(
         depth=c.vision_layers, hidden_size=c.vision_hidden, intermediate_size=c.vision_intermediate,
-        num_heads=c.vision_heads, out_hidden_size=c.text_hidden, window_size=112, patch_size=14,
+        num_heads=c.vision_heads, out_hidden_size=c.text_hidden, window_size=8 * c.patch_size, patch_size=c.patch_size,
         spatial_merge_size=c.merge_size,
         # Qwen2.5-VL mixes windowed and full attention in its vision tower
         fullatt_block_indexes=[c.vision_layers - 1] if c.vision_full_attention else [],
@@ -131,8 +132,8 @@ def _qwen2_5_vl_tiny(c: Any, ids: dict[str, int]) -> dict[str, Any]:
 def _qwen3_vision(c: Any, **extra: Any) -> dict[str, Any]:
     return dict(
         depth=c.vision_layers, hidden_size=c.vision_hidden, intermediate_size=c.vision_intermediate,
-        num_heads=c.vision_heads, out_hidden_size=c.text_hidden, patch_size=16, spatial_merge_size=c.merge_size,
-        num_position_embeddings=256, **extra,
+        num_heads=c.vision_heads, out_hidden_size=c.text_hidden, patch_size=c.patch_size,
+        spatial_merge_size=c.merge_size, num_position_embeddings=256, **extra,
     )  # fmt: skip
 
 
@@ -166,6 +167,7 @@ def _qwen3_5_tiny(c: Any, ids: dict[str, int]) -> dict[str, Any]:
     return dict(text_config=text, vision_config=_qwen3_vision(c), **_tokens(ids))
 
 
+DEFAULT_FAMILY = "qwen2_5_vl"  # the released AwaRes checkpoint's, and the shipped miniature's
 FAMILIES: dict[str, Family] = {
     f.model_type: f
     for f in (
@@ -199,6 +201,7 @@ def supported() -> str:
 def family_of(model_or_config: Any) -> Family:
     """The family of a model, its config, or a ``model_type`` string; ``ModelLoadError`` naming the
     supported families for any other."""
+    model_or_config = getattr(model_or_config, "module", model_or_config)  # a DistributedDataParallel wrapper
     config = getattr(model_or_config, "config", model_or_config)
     model_type = config if isinstance(config, str) else getattr(config, "model_type", None)
     if model_type not in FAMILIES:

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from transformers import AutoProcessor, AutoTokenizer, Qwen2VLImageProcessorPil
+from transformers import AutoProcessor, AutoTokenizer
 from transformers.processing_utils import ProcessorMixin
 from transformers.utils import is_torchvision_available
 
@@ -60,7 +60,7 @@ def load_processor(path: str | Path) -> Any:
         processor.tokenizer.padding_side = "left"
         return processor
     tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
-    image_processor = Qwen2VLImageProcessorPil.from_pretrained(path)
+    image_processor = Family.cls(family.image_processor_class).from_pretrained(path)
     return image_only_processor(family)(image_processor, tokenizer, chat_template=tokenizer.chat_template)
 
 

@@ -1,7 +1,7 @@
 """Build a tiny random checkpoint of any supported family, with a tokenizer and processor made fully offline.
 
-The model is transformers' own class of the family (``TinyConfig.family``, default Qwen2.5-VL, the
-shipped miniature's) with a small config; the tokenizer is a byte-level BPE trained with
+The model is transformers' own class of the family (``TinyConfig.family``; by default the shipped
+miniature's) with a small config; the tokenizer is a byte-level BPE trained with
 ``tokenizers`` on the project's own text, carrying the Qwen special tokens and the family's chat
 template. Everything is saved with ``save_pretrained`` and reloads with ``from_pretrained`` like any
 hub checkpoint.
@@ -15,11 +15,11 @@ from typing import Any
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast, Qwen2VLImageProcessorPil
+from transformers import PreTrainedTokenizerFast
 
 from ..crops import CROP_NAMES
 from ..protocol import SYSTEM_PROMPT
-from .families import Family, family_of
+from .families import DEFAULT_FAMILY, Family, family_of
 from .processor import image_only_processor, save_processor
 
 SPECIAL_TOKENS = [
@@ -38,7 +38,7 @@ SPECIAL_TOKENS = [
 class TinyConfig:
     """Sizes of the tiny model and its processor (defaults train on a 2-core CPU)."""
 
-    family: str = "qwen2_5_vl"  # a model type of models.families.FAMILIES
+    family: str = DEFAULT_FAMILY  # a model type of models.families.FAMILIES
     text_hidden: int = 128
     text_layers: int = 4
     text_heads: int = 4
@@ -64,10 +64,13 @@ class TinyConfig:
     center_patch_filters: float = 0.0
     patch_filter_mean: float = 0.0
     bpe_vocab: int = 1024
-    merge_size: int = 2  # patches merged per side into one LLM token, as in Qwen2.5-VL
+    merge_size: int = 2  # patches merged per side into one LLM token, as in every supported family
+    # Pixels per patch side; None: the family's. A miniature whose family has 16-px patches takes 14
+    # to share the synthetic benchmark's 28-px grid (data/synthetic.py).
+    patch_size: int | None = None
     # The paper's evaluation budget caps the full image at 2048 visual tokens; the floor is lowered to
     # one token so that small views and zooms are never resampled. None: that many tokens of the
-    # family's cell (28 px on Qwen2.x, 32 px on Qwen3.x).
+    # model's cell (patch_size x merge_size pixels a side).
     min_pixels: int | None = None
     max_pixels: int | None = None
     seed: int = 0
@@ -120,11 +123,12 @@ def build_processor(config: TinyConfig) -> Any:
     """Tokenizer plus the family's PIL image processor, with the tiny token budget."""
     family = family_of(config.family)
     tokenizer = build_tokenizer(config)
-    cell = family.patch_size * config.merge_size
-    image_processor = Qwen2VLImageProcessorPil(
+    patch = config.patch_size or family.patch_size
+    cell = patch * config.merge_size
+    image_processor = Family.cls(family.image_processor_class)(
         min_pixels=config.min_pixels or cell * cell,
         max_pixels=config.max_pixels or 2048 * cell * cell,
-        patch_size=family.patch_size,
+        patch_size=patch,
         merge_size=config.merge_size,
     )
     return image_only_processor(family)(image_processor, tokenizer, chat_template=tokenizer.chat_template)
@@ -134,16 +138,17 @@ def model_config(config: TinyConfig, tokenizer: PreTrainedTokenizerFast) -> Any:
     """The family's config of ``config``'s sizes, its special-token ids from ``tokenizer``."""
     family = family_of(config.family)
     ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in SPECIAL_TOKENS}
-    sizes = _Sizes(config, len(tokenizer))
+    sizes = _Sizes(config, len(tokenizer), config.patch_size or family.patch_size)
     return Family.cls(family.config_class)(**family.tiny(sizes, ids))
 
 
 @dataclass
 class _Sizes:
-    """``TinyConfig`` with the tokenizer's vocabulary size, what a family's ``tiny`` reads."""
+    """``TinyConfig`` with the tokenizer's vocabulary size and the patch size, what a family's ``tiny`` reads."""
 
     config: TinyConfig
     vocab_size: int
+    patch_size: int
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.config, name)

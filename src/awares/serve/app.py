@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 
 from ..crops import CROP_NAMES, crop_box
 from ..errors import AwaresError
-from ..runtime import Engine, Result
+from ..runtime import SERVED_POLICIES, Engine, Result
 from ..runtime import Request as EngineRequest
 from .batcher import Batcher, QueueFull
 from .requests import BadRequest, Limits, Options, parse_chat, parse_conversation, parse_options
@@ -165,7 +165,7 @@ def create_app(engine: Engine, config: ServeConfig | None = None, raw: bool = Fa
 
     def prepare(payload: Any) -> tuple[Any, Options]:
         """The job and options of a request (raises ``BadRequest``)."""
-        options = parse_options(payload, config.model_name, ("crops", "full", "low", "attention"), config.max_tokens)
+        options = parse_options(payload, config.model_name, SERVED_POLICIES, config.max_tokens)
         if raw:
             return parse_conversation(payload, config.limits), options
         image, question = parse_chat(payload, config.limits)

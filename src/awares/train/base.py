@@ -25,7 +25,7 @@ from transformers import AutoModelForImageTextToText, SchedulerType, TrainerCall
 from ..crops import Box, boxes_to_crops, crop_box, low_res_size, low_res_view
 from ..data import Record, read_jsonl
 from ..data.sources import synthetic_dir
-from ..data.synthetic import corpus
+from ..data.synthetic import CELL, corpus
 from ..errors import ConfigError
 from ..images import image_size, load_image
 from ..models import TinyConfig, build_tiny, load_processor
@@ -101,8 +101,9 @@ class BaseTrainConfig(TomlConfig):
             raise ValueError("workers > 0 needs read_warmup = curriculum = task_warmup = 0 (no curriculum)")
 
 
-def zoom_box(boxes: list[Box], width: int, height: int, margin_cells: int, cell: int = 28) -> Box:
-    """The ``cell``-grid box around ``boxes`` grown by ``margin_cells`` cells on each side (inside the image)."""
+def zoom_box(boxes: list[Box], width: int, height: int, margin_cells: int, cell: int = CELL) -> Box:
+    """The ``cell``-grid box around ``boxes`` grown by ``margin_cells`` cells on each side (inside the
+    image); by default the grid the synthetic benchmark draws its plates on."""
     x0, y0 = min(b.x0 for b in boxes), min(b.y0 for b in boxes)
     x1, y1 = max(b.x1 for b in boxes), max(b.y1 for b in boxes)
     margin = margin_cells * cell

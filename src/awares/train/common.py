@@ -93,7 +93,7 @@ class WeightOptions:
     lora_alpha: int = 16
     lora_dropout: float = 0.05
     # Module names LoRA adapts in the language model; empty: every layer kind's projections, as the
-    # model's family names them (models.families: Qwen3.5's linear-attention layers too)
+    # model's family names them (models.families: a hybrid family's linear-attention layers too)
     lora_targets: list[str] = field(default_factory=list)
 
     def torch_dtype(self) -> torch.dtype:

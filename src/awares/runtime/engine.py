@@ -1,4 +1,5 @@
-"""The two-turn AwaRes engine and the single-pass baselines, over any backend with ``generate``/``extend``."""
+"""The two-turn AwaRes engine and the single-pass baselines, over any backend with ``generate``/``extend``
+(the training-free ``attention`` policy is in ``runtime.attention``)."""
 
 from __future__ import annotations
 
@@ -11,27 +12,26 @@ from typing import Any, Literal
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .crops import ALL, DEFAULT_MIN_CROP_SIDE, Box, VisionGrid, boxes_to_crops, extract_crops, low_res_view
-from .errors import InputError
-from .images import load_image
-from .models.backend import Backend, Stream, Turn
-from .protocol import (
+from ..crops import ALL, DEFAULT_MIN_CROP_SIDE, MIN_VIEW_SIDE, VisionGrid, extract_crops, low_res_view
+from ..errors import InputError
+from ..images import load_image
+from ..models.backend import Backend, Stream, Turn
+from ..protocol import (
     SYSTEM_PROMPT,
     CropCall,
     Message,
     ParseError,
-    crops_messages,
     format_call,
     may_become_call,
     parse_response,
     turn1_messages,
     turn2_messages,
 )
+from .attention import AttentionConfig, answer_with_attention
+from .policies import POLICIES, POLICY_TABLE, Policy
 
-Policy = Literal["full", "low", "crops", "oracle", "attention"]
 # Called with a request's index in ``answer_batch`` and its answer text so far.
 AnswerStream = Callable[[int, str], None]
-POLICIES: tuple[str, ...] = ("full", "low", "crops", "oracle", "attention")
 
 
 @dataclass
@@ -50,17 +50,8 @@ class RuntimeConfig:
     # Generation keyword arguments for both turns, e.g. {"do_sample": True, "temperature": 1.0} for
     # RL rollouts; empty means greedy decoding.
     sampling: dict[str, Any] = field(default_factory=dict)
-    # The training-free ``attention`` policy (any Qwen2-VL-family checkpoint, HF backend): the low-res
-    # answer is redone on crops when its first token is less probable than ``confidence_threshold``
-    # or when the question's last token puts at least ``attention_focus`` of its attention over the
-    # view on one visual token (it looks at a detail), at ``attention_layer``. The crops cover the
-    # cells of at least ``attention_share`` of the peak's weight around the peak, ``attention_margin``
-    # cells wider on each side. Defaults: the shipped base, chosen on val (docs/experiments/attention.md).
-    confidence_threshold: float = 0.9
-    attention_focus: float = 0.6
-    attention_layer: int = -1
-    attention_share: float = 0.5
-    attention_margin: float = 0.5
+    # The training-free ``attention`` policy's rule (runtime/attention.py)
+    attention: AttentionConfig = field(default_factory=AttentionConfig)
 
 
 @dataclass
@@ -156,7 +147,7 @@ class Engine:
             "low": self._low,
             "oracle": self._oracle,
             "crops": self._protocol,
-            "attention": self._attention,
+            "attention": lambda batch: answer_with_attention(self, batch),
         }
 
     def describe(self) -> dict[str, Any]:
@@ -219,8 +210,16 @@ class Engine:
         for r in requests:
             self.check_question(r.question)
         images = [load_image(r.image) for r in requests]
-        scale, cap = self.config.low_res_scale, self.grid.max_pixels
-        views = images if policy == "full" else [low_res_view(im, scale, max_pixels=cap) for im in images]
+        scale, grid = self.config.low_res_scale, self.grid
+        full = POLICY_TABLE[policy].view == "full"
+        views = (
+            images
+            if full
+            else [
+                low_res_view(im, scale, max(MIN_VIEW_SIDE, grid.cell), grid.max_pixels, grid.min_pixels)
+                for im in images
+            ]
+        )
         return _Batch(requests, images, views, generation, on_text)
 
     def _stream(self, batch: _Batch, hold_calls: bool = False, rows: list[int] | None = None) -> Stream | None:
@@ -356,74 +355,6 @@ class Engine:
             )
         return results
 
-    def _attention(self, batch: _Batch) -> list[Result]:
-        """Training-free: answer from the low-res view; where that answer is unsure or the question
-        looks at a detail, answer again from the crops covering where it looks (question alone)."""
-        self._check_reads_attention()
-        config = self.config
-        conversations = [turn1_messages(v, r.question, None) for v, r in zip(batch.views, batch.requests)]
-        turn1, seconds1 = self._timed(
-            self.backend.generate, batch, conversations, attention_layer=config.attention_layer
-        )
-        looks = {
-            i: {"confidence": turn1.confidence[i], **self._look(turn1.attention[i], image, view)}
-            for i, (image, view) in enumerate(zip(batch.images, batch.views))
-        }
-        unsure = [
-            i
-            for i, look in looks.items()
-            if look["confidence"] < config.confidence_threshold or look["focus"] >= config.attention_focus
-        ]
-        crops = {
-            i: boxes_to_crops([Box(*looks[i]["box"])], *batch.images[i].size, min_side=config.min_crop_side).crop_ids
-            for i in unsure
-        }
-        second: dict[int, tuple[str, list[int], list[Message], list[Image.Image]]] = {}
-        seconds2 = 0.0
-        if unsure:
-            crop_images = {i: extract_crops(batch.images[i], crops[i], config.min_crop_side) for i in unsure}
-            follow_ups = [crops_messages(crop_images[i], batch.requests[i].question) for i in unsure]
-            turn2, seconds2 = self._timed(self.backend.generate, batch.select(unsure), follow_ups)
-            second = {
-                i: (text, ids, m, crop_images[i]) for i, text, ids, m in zip(unsure, turn2.texts, turn2.ids, follow_ups)
-            }
-        results = []
-        for i, text in enumerate(turn1.texts):
-            fields: dict[str, Any] = {"answer": text.strip(), "turns": [text], "seconds": [seconds1]}
-            fields |= {"token_ids": [turn1.ids[i]], "attention": looks[i]}
-            messages, shown = conversations[i], []
-            if i in second:
-                text2, ids2, messages, shown = second[i]
-                fields |= {"answer": text2.strip(), "turns": [text, text2], "seconds": [seconds1, seconds2]}
-                fields |= {"token_ids": [turn1.ids[i], ids2], "crops": crops[i], "parse_status": "call"}
-            results.append(self._result("attention", batch.images[i], batch.views[i], shown, messages, **fields))
-        return results
-
-    def where(self, image: Image.Image | str, question: str) -> Box:
-        """Where the model looks to answer ``question`` about the full-resolution ``image``: the box
-        of its attention's peak region (the ``attention`` policy's rule), a grounding oracle that
-        needs no other model (``awares curate --oracle attention``)."""
-        self._check_reads_attention()
-        self.check_question(question)
-        image = load_image(image)
-        turn = self.backend.generate(
-            [turn1_messages(image, question, None)], max_new_tokens=1, attention_layer=self.config.attention_layer
-        )
-        return Box(*self._look(turn.attention[0], image, image)["box"])
-
-    def _check_reads_attention(self) -> None:
-        if not getattr(self.backend, "reads_attention", False):
-            raise InputError("the attention policy reads the model's attention: use the in-process HF backend")
-
-    def _look(self, attention: Any, image: Image.Image, view: Image.Image) -> dict[str, Any]:
-        """An attention row over ``view``'s visual tokens as a grid, its focus (the peak's share),
-        and the box on ``image`` that the crops must cover."""
-        width, _ = self.grid.resized(*view.size)
-        weights = attention.float().view(-1, width // (self.grid.patch_size * self.grid.merge_size))
-        box = attention_box(weights, self.config.attention_share, self.config.attention_margin, image.size)
-        focus = float(weights.max() / weights.sum())
-        return {"focus": focus, "grid": weights.tolist(), "box": list(box.as_tuple())}
-
     def _parse_call(self, text: str) -> tuple[str, str | None, tuple[str, ...], str]:
         """Turn 1 read as the protocol reads it: status, parse error, crops to fetch, and the answer
         if it is one."""
@@ -434,27 +365,6 @@ class Engine:
             crop_ids = (ALL,) if self.config.on_malformed == "all" else ()
             return "malformed", parsed.message, crop_ids, text.strip()
         return "answer", None, (), parsed.text
-
-
-def attention_box(weights: Any, share: float, margin: float, size: tuple[int, int]) -> Box:
-    """The box, on a ``size`` image, of the cells of an attention grid over its view (rows x
-    columns of weights) that hold at least ``share`` of the peak's weight and connect to the peak,
-    ``margin`` cells wider on each side."""
-    rows, columns = weights.shape
-    cell_w, cell_h = size[0] / columns, size[1] / rows
-    strong = weights >= share * weights.max()
-    peak = divmod(int(weights.argmax()), columns)
-    region, frontier = {peak}, [peak]
-    while frontier:
-        r, c = frontier.pop()
-        for near in ((r - 1, c), (r + 1, c), (r, c - 1), (r, c + 1)):
-            if 0 <= near[0] < rows and 0 <= near[1] < columns and near not in region and strong[near]:
-                region.add(near)
-                frontier.append(near)
-    r0, r1 = min(r for r, _ in region) - margin, max(r for r, _ in region) + 1 + margin
-    c0, c1 = min(c for _, c in region) - margin, max(c for _, c in region) + 1 + margin
-    x0, y0 = max(0, int(c0 * cell_w)), max(0, int(r0 * cell_h))
-    return Box(x0, y0, min(size[0], int(c1 * cell_w)), min(size[1], int(r1 * cell_h)))
 
 
 def _with_reply(messages: list[Message], text: str) -> list[Message]:

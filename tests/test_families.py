@@ -20,7 +20,9 @@ from awares.models.families import FAMILIES, family_of
 from awares.protocol import turn1_messages, turn2_messages
 from awares.runtime import SERVED_POLICIES, Engine, Request, RuntimeConfig
 from awares.serve import ServeConfig
+from awares.train.collate import ChatCollator
 from awares.train.common import WeightOptions, load_trainable
+from awares.train.grpo import rollout, token_logprobs
 
 from .conftest import ForcedCalls, Server, chat, from_scratch_logits, scene
 
@@ -175,3 +177,23 @@ def test_the_lmms_eval_plugin_answers_with_the_family(tmp_path, family_dir):
     rows = [json.loads(line) for line in (tmp_path / "chartqa.jsonl").read_text().splitlines()]
     assert sorted(r["doc_id"] for r in rows) == [0, 1, 2] and not any("error" in r for r in rows)
     assert next(r for r in rows if r["doc_id"] == 0)["crops"] == ["1"]
+
+
+def test_sampled_rollouts_call_and_the_training_batch_holds_what_was_decoded(family_backend):
+    sampling = {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
+    engine = Engine(family_backend, RuntimeConfig(max_new_tokens=12, batch_size=4, sampling=sampling))
+    torch.manual_seed(0)
+    with ForcedCalls(family_backend, ["2"], QUESTIONS[:1]):
+        rollouts = rollout(engine, list(zip(IMAGES[:2], QUESTIONS[:2])), group_size=2)
+    assert [len(r.result.turns) for r in rollouts[:2]] == [2, 2] and rollouts[0].result.crops == ("2",)
+    batch = ChatCollator(family_backend.processor, family_backend.family)([r.messages for r in rollouts])
+    tokenizer = family_backend.tokenizer
+    for row, r in enumerate(rollouts):
+        labels = batch["labels"][row]
+        spans = torch.tensor([0, *(labels != -100).int().tolist(), 0]).diff()
+        starts, ends = (spans == 1).nonzero().flatten(), (spans == -1).nonzero().flatten()
+        assert len(starts) == len(r.result.turns)  # one span per assistant turn, nothing else
+        for turn, start, end in zip(r.result.turns, starts, ends):
+            assert tokenizer.decode(labels[start:end], skip_special_tokens=True) == turn
+    logprobs, mask = token_logprobs(family_backend.model, batch)
+    assert torch.isfinite(logprobs[mask.bool()]).all()

@@ -16,7 +16,10 @@ from awares.train.sft import SFTConfig
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("pipeline", ["configs/pipeline.toml", "configs/gpu/pipeline.toml", "configs/gpu/check.toml"])
+@pytest.mark.parametrize(
+    "pipeline",
+    ["configs/pipeline.toml", "configs/gpu/pipeline.toml", "configs/gpu/check.toml", "configs/qwen3.5/pipeline.toml"],
+)
 def test_pipeline_configs_and_the_stage_configs_they_name_load(pipeline, monkeypatch):
     monkeypatch.chdir(ROOT)
     config = PipelineConfig.from_toml(pipeline)
@@ -183,3 +186,20 @@ def test_ablation_configs_load(path):
         config.stage("grpo", GRPOConfig)
     else:
         assert config.ground == 0.3 and config.model == {}
+
+
+def test_the_qwen35_miniature_is_the_shipped_pipeline_on_a_qwen35_base(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    miniature, shipped = (
+        PipelineConfig.from_toml(p) for p in ("configs/qwen3.5/pipeline.toml", "configs/pipeline.toml")
+    )
+    assert {k: v for k, v in vars(miniature).items() if k not in ("out_dir", "base")} == {
+        k: v for k, v in vars(shipped).items() if k not in ("out_dir", "base")
+    }
+    base, shipped_base = miniature.stage("base", BaseTrainConfig), shipped.stage("base", BaseTrainConfig)
+    assert base.model == {**shipped_base.model, "family": "qwen3_5", "patch_size": 14}
+    assert {**vars(base), "model": None, "output_dir": None} == {
+        **vars(shipped_base),
+        "model": None,
+        "output_dir": None,
+    }

@@ -44,7 +44,7 @@ def test_the_checkpoint_is_its_familys_and_counts_tokens_as_its_processor(family
         assert grid.tokens(*size) == counted == int((encoded["input_ids"] == family_backend.image_token_id).sum())
 
 
-def test_a_model_type_awares_does_not_run_is_a_clear_error(tmp_path, family_dir):
+def test_a_model_type_awares_does_not_run_is_a_clear_error(tmp_path, family_dir, prompts, capsys):
     import shutil
 
     copy = tmp_path / "other"
@@ -53,6 +53,14 @@ def test_a_model_type_awares_does_not_run_is_a_clear_error(tmp_path, family_dir)
     (copy / "config.json").write_text(json.dumps({**config, "model_type": "llava"}))
     with pytest.raises(ModelLoadError, match="'llava' is not supported; awares runs Qwen2-VL"):
         HFBackend.load(copy)
+    image = tmp_path / "page.png"
+    IMAGES[0].save(image)
+    for args in (
+        ["ask", str(image), "q", "--model", str(copy)],
+        ["train", "sft", "--data", str(prompts), "--model", str(copy)],
+    ):
+        assert main([*args, "--output-dir", str(tmp_path / "out")] if args[0] == "train" else args) == 2
+        assert "'llava' is not supported" in capsys.readouterr().err
 
 
 def test_turn2_on_the_turn1_cache_equals_a_from_scratch_prefill(family_backend):
@@ -127,17 +135,18 @@ def test_lora_reaches_every_layer_kind(family_dir):
         assert {"in_proj_qkv", "in_proj_z", "out_proj"} <= adapted
 
 
-def test_curate_sft_and_grpo_run_on_the_family(tmp_path, family_dir, prompts, capsys):
+def test_curate_with_each_oracle_full_sft_and_lora_grpo_run_on_the_family(tmp_path, family_dir, prompts, capsys):
     data = write_dataset(generate("train", 4, detail_fraction=0.5), tmp_path / "train")
     curate = ["curate", "--data", str(data), "--out", str(tmp_path / "curate"), "--model", str(family_dir)]
-    assert main([*curate, "--max-new-tokens", "4", "--batch-size", "2"]) == 0
+    for oracle in ("gt", "attention"):
+        assert main([*curate, "--max-new-tokens", "4", "--batch-size", "2", "--oracle", oracle]) == 0
     sft = tmp_path / "sft.toml"
-    sft.write_text("max_steps = 1\nbatch_size = 2\nlora = true\n")
+    sft.write_text("max_steps = 1\nbatch_size = 2\n")
     out = tmp_path / "sft"
     args = ["train", "sft", str(sft), "--data", str(prompts), "--model", str(family_dir), "--output-dir", str(out)]
     assert main(args) == 0
     grpo = tmp_path / "grpo.toml"
-    grpo.write_text("max_steps = 1\nprompts_per_step = 2\ngroup_size = 2\nmax_new_tokens = 6\n")
+    grpo.write_text("max_steps = 1\nprompts_per_step = 2\ngroup_size = 2\nmax_new_tokens = 6\nlora = true\n")
     args = ["train", "grpo", str(grpo), "--data", str(prompts), "--model", str(out / "final")]
     assert main([*args, "--output-dir", str(tmp_path / "grpo")]) == 0
     log = json.loads((tmp_path / "grpo" / "log.jsonl").read_text().splitlines()[0])

@@ -3,8 +3,9 @@
 A model decodes turn 1 after the generation prompt, and turn 2 continues that very text. Most
 templates render a conversation's history as a prefix extension of that; some do not: a thinking
 family's generation prompt opens an empty thinking block that the history of earlier assistant
-turns leaves out (``Family.template_kwargs`` turns thinking off). ``ChatTemplate.render`` writes a whole conversation the way the backend decodes
-it, so that training (``train.collate``) sees exactly the sequences inference produces.
+turns leaves out (``Family.template_kwargs`` turns thinking off). ``ChatTemplate.render`` writes a
+whole conversation the way the backend decodes it, so that training (``train.collate``) sees
+exactly the sequences inference produces.
 """
 
 from __future__ import annotations

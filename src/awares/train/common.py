@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 from torch.utils.data import Sampler
-from transformers import AutoModelForImageTextToText, Trainer, TrainingArguments
+from transformers import AutoConfig, AutoModelForImageTextToText, Trainer, TrainingArguments
 
 from ..errors import ConfigError
 from ..models.families import family_of
@@ -104,9 +104,10 @@ class WeightOptions:
 
 
 def load_trainable(path: str | Path, options: WeightOptions) -> Any:
-    """The checkpoint at ``path`` ready to train as ``options`` say."""
+    """The checkpoint at ``path`` ready to train as ``options`` say; ``ModelLoadError`` for a model
+    type awares cannot run, before its weights are read."""
+    family_of(AutoConfig.from_pretrained(path))
     model = AutoModelForImageTextToText.from_pretrained(path, dtype=options.torch_dtype())
-    family_of(model)  # a model type awares cannot run is refused before training starts
     if options.freeze_vision:
         model.model.visual.requires_grad_(False)
     if options.gradient_checkpointing:

@@ -94,6 +94,14 @@ class Server:
         except urllib.error.HTTPError as err:
             return err.code, json.loads(err.read()), err.headers
 
+    def stream(self, body):
+        """The ``data:`` payloads of a streamed POST /v1/chat/completions, ``[DONE]`` included."""
+        data = json.dumps(body).encode()
+        request = urllib.request.Request(f"{self.url}/v1/chat/completions", data, {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            lines = response.read().decode().splitlines()
+        return [line.removeprefix("data: ") for line in lines if line.startswith("data: ")]
+
     def get(self, path):
         with urllib.request.urlopen(f"{self.url}{path}", timeout=30) as response:
             return response.read().decode()

@@ -159,8 +159,9 @@ def test_the_server_answers_every_served_policy(family_backend):
     try:
         tokens = VisionGrid.from_processor(family_backend.processor).tokens(448, 336)
         for policy in SERVED_POLICIES:
-            status, reply, _ = server.post(chat(data_url(IMAGES[0]), QUESTIONS[0], awares={"policy": policy}))
-            assert status == 200 and reply["awares"]["tokens"]["full"] == tokens, (policy, reply)
+            status, reply, _ = server.post(chat(data_url(IMAGES[0]), QUESTIONS[0], policy=policy))
+            assert status == 200 and reply["awares"]["policy"] == policy, (policy, reply)
+            assert reply["awares"]["tokens"]["full"] == tokens
     finally:
         server.stop()
 

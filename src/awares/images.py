@@ -66,6 +66,8 @@ def load_image(source: str | Path | Image.Image) -> Image.Image:
             raise ImageInputError(f"cannot read {path} as an image: {err}") from err
         except OSError as err:
             raise ImageInputError(f"cannot read {path}: the file is corrupt or truncated ({err})") from err
+        except ValueError as err:  # e.g. a PNG text chunk that inflates past Pillow's limit
+            raise ImageInputError(f"cannot read {path} as an image: {err} (Pillow's decompression limit)") from err
     if image.mode == "RGB" and image.getexif().get(ORIENTATION_TAG, 1) == 1:
         check_size(*image.size, name=name)
         return image  # already upright RGB: no copy (the engine gets images the harness decoded)
@@ -81,6 +83,6 @@ def image_size(path: str | Path) -> tuple[int, int]:
         with Image.open(path) as image:
             width, height = image.size
             rotated = image.getexif().get(ORIENTATION_TAG) in (5, 6, 7, 8)  # a quarter turn swaps the sides
-    except (OSError, UnidentifiedImageError) as err:
+    except (OSError, UnidentifiedImageError, ValueError) as err:
         raise ImageInputError(f"cannot read {path} as an image: {err}") from err
     return (height, width) if rotated else (width, height)

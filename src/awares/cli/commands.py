@@ -13,7 +13,7 @@ from ..data.synthetic import SPLIT_OFFSETS
 from ..errors import InputError
 from ..images import load_image
 from ..models.families import DEFAULT_FAMILY, FAMILIES
-from ..runtime import POLICIES, POLICY_TABLE, Result, policy_help
+from ..runtime import POLICIES, POLICY_TABLE, SERVED_POLICIES, Result, policy_help
 from .options import (
     FRACTION,
     POSITIVE,
@@ -341,7 +341,9 @@ def serve_command(args: argparse.Namespace) -> None:
         max_request_bytes=args.max_request_bytes,
         limits=limits,
     )
-    uvicorn.run(create_app(engine(args, "crops"), config, raw=args.raw), host=args.host, port=args.port)
+    # each policy on the checkpoint `awares ask` runs it with (one model where --model names it)
+    served = engine(args, "crops") if args.raw else engines(args, SERVED_POLICIES)
+    uvicorn.run(create_app(served, config, raw=args.raw), host=args.host, port=args.port)
 
 
 def add_build_tiny(sub: Sub) -> None:

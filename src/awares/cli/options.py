@@ -33,6 +33,7 @@ def number(kind: type, low: float | None = None, high: float | None = None, low_
 POSITIVE = number(int, 1)
 FRACTION = number(float, 0.0, 1.0)  # [0, 1]
 SCALE = number(float, 0.0, 1.0, low_open=True)  # (0, 1]
+COUNT = number(int, 0)
 SEED = number(int, 0)
 
 
@@ -124,6 +125,13 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-question-tokens", type=POSITIVE, default=1024, help="longer questions are refused")
     group.add_argument("--strict", action="store_true", help="accept only the exact documented tool-call form")
     group.add_argument(
+        "--max-rtr",
+        type=SCALE,
+        help="crops policy: at most this share of the full image's visual tokens (view included); the crops "
+        "that would pass it are masked while the call is decoded",
+    )
+    group.add_argument("--max-crops", type=COUNT, help="crops policy: at most this many crops per call")
+    group.add_argument(
         "--no-jump-forward",
         action="store_true",
         help="hf backend: decode a tool call token by token instead of appending its fixed syntax in one pass",
@@ -163,6 +171,8 @@ def engine(args: argparse.Namespace, policy: str) -> Engine:
         low_res_scale=args.low_res_scale,
         strict_parse=args.strict,
         max_question_tokens=args.max_question_tokens,
+        max_rtr=args.max_rtr,
+        max_crops=args.max_crops,
     )
     return Engine(backend, config)
 

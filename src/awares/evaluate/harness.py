@@ -22,6 +22,7 @@ from ..images import load_image
 from ..jsonl import append, done_ids, open_append, rows, single_writer
 from ..paths import plain_name
 from ..runtime import POLICY_TABLE, Engine, Request, Result
+from ..runtime.isolation import run_isolated
 from .metrics import anls, exact_match
 from .report import table1, write_report
 from .tasks import score, task_metrics
@@ -183,19 +184,19 @@ def _request(record: Record, policy: str) -> Request:
 
 
 def _answer(engine: Engine, batch: list[Record], policy: str, errors: Path) -> tuple[list[Record], list[Result]]:
-    """Answer a batch; if a record is bad, answer the others one by one and log the bad ones."""
-    try:
-        return batch, engine.answer_batch([_request(r, policy) for r in batch], policy, batch_size=len(batch))
-    except (AwaresError, OSError):
-        pass
+    """Answer a batch; if a record is bad, the others are answered as alone and the bad ones logged."""
+
+    def answer(records: list[Record]) -> list[Result]:
+        return engine.answer_batch([_request(r, policy) for r in records], policy, batch_size=len(records))
+
     kept, results = [], []
-    for record in batch:
-        try:
-            results.append(engine.answer_batch([_request(record, policy)], policy)[0])
-            kept.append(record)
-        except (AwaresError, OSError) as err:
+    for record, result in zip(batch, run_isolated(answer, batch, (AwaresError, OSError))):
+        if isinstance(result, BaseException):
             with open_append(errors) as log:
-                append(log, {"id": record.id, "error": str(err)})
+                append(log, {"id": record.id, "error": str(result)})
+        else:
+            kept.append(record)
+            results.append(result)
     return kept, results
 
 

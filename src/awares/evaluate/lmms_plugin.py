@@ -19,6 +19,7 @@ from ..errors import AwaresError
 from ..jsonl import append, open_append
 from ..models import HFBackend, default_model_dir
 from ..runtime import Engine, Request, RuntimeConfig
+from ..runtime.isolation import run_isolated
 
 
 def manifest() -> Any:
@@ -79,17 +80,11 @@ class AwaRes(lmms):
         for start in range(0, len(good), self.engine.config.batch_size):
             batch = good[start : start + self.engine.config.batch_size]
             requests = [Request(j["visuals"][0], j["context"]) for j in batch]
-            try:
-                out += list(zip(batch, self.engine.answer_batch(requests, self.policy, max_new_tokens=max_new_tokens)))
-            except AwaresError:  # one bad request: the others one at a time
-                for job, request in zip(batch, requests):
-                    try:
-                        out.append(
-                            (job, self.engine.answer_batch([request], self.policy, max_new_tokens=max_new_tokens)[0])
-                        )
-                    except AwaresError as err:
-                        job["error"] = str(err)
-                        out.append((job, None))
+            answer = lambda rs: self.engine.answer_batch(rs, self.policy, max_new_tokens=max_new_tokens)  # noqa: E731
+            for job, result in zip(batch, run_isolated(answer, requests, (AwaresError,))):
+                if isinstance(result, AwaresError):  # a bad request: the others are answered as alone
+                    job["error"], result = str(result), None
+                out.append((job, result))
         by_task = lambda pair: pair[0]["task"]  # noqa: E731
         for task, pairs in groupby(sorted(out, key=by_task), key=by_task):
             with open_append(self.log_dir / f"{task}.jsonl") as log:

@@ -28,7 +28,9 @@ class Turn:
 class Backend(Protocol):
     """What ``Engine`` needs of a model: its processor (token accounting, question checks), turn 1
     on a batch of conversations, turn 2 on some of its rows, and a description for result files.
-    ``stream``, where a backend can, receives each answering row's ids as they are decoded."""
+    ``stream``, where a backend can, receives each answering row's ids as they are decoded;
+    ``limits`` (``models.decoding.CallLimit`` per row), where a backend can, bound the tool call
+    while it is decoded."""
 
     processor: Any
 
@@ -37,6 +39,7 @@ class Backend(Protocol):
         conversations: list[list[Message]],
         max_new_tokens: int = 64,
         stream: Stream | None = None,
+        limits: list[Any] | None = None,
         **sampling: Any,
     ) -> Turn: ...
 
@@ -47,6 +50,7 @@ class Backend(Protocol):
         conversations: list[list[Message]],
         max_new_tokens: int = 64,
         stream: Stream | None = None,
+        limits: list[Any] | None = None,
         **sampling: Any,
     ) -> Turn: ...
 

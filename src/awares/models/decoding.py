@@ -83,6 +83,30 @@ class CallGrammar:
         return (*ids, *self.close)
 
 
+@dataclass(frozen=True)
+class CallLimit:
+    """What one row's tool call may fetch: crops whose visual tokens (``costs``) add up to at most
+    ``tokens``, and at most ``crops`` of them (None: no limit). Where not even one crop fits, the
+    row makes no call: the call's first token is masked and the model answers from what it has."""
+
+    costs: dict[str, int] = field(default_factory=dict)
+    tokens: int | None = None
+    crops: int | None = None
+
+    def allowed(self, chosen: list[str]) -> list[str]:
+        """The crop ids that may follow ``chosen`` (``all`` only first), in the grammar's order."""
+        if (self.crops is not None and len(chosen) >= self.crops) or ALL in chosen:
+            return []
+        candidates = [c for c in CROP_NAMES if c not in chosen] if chosen else list(CROP_IDS)
+        if self.tokens is None:
+            return candidates
+        left = self.tokens - sum(self.costs[c] for c in chosen)
+        return [c for c in candidates if self.costs[c] <= left]
+
+
+NO_CALL = CallLimit(crops=0)  # the single-pass policies: the model answers, never calls
+
+
 @dataclass
 class _Row:
     """One row's decoding state: tokens chosen, tokens waiting for a forward pass, and its call."""
@@ -91,6 +115,7 @@ class _Row:
     pending: list[int] = field(default_factory=list)  # forwarded in the next pass
     tail: list[int] = field(default_factory=list)  # final tokens, never forwarded in this turn
     crops: list[str] | None = None  # the call's crop ids once the row has committed to a call
+    limit: CallLimit = field(default_factory=CallLimit)
     streamed: int = 0  # how many generated ids were passed to ``stream``
     deciding: bool = False  # without lookahead: the last pass ended on a crop id (close or go on)
     done: bool = False
@@ -133,12 +158,16 @@ class GreedyDecoder:
 
     @torch.inference_mode()
     def decode(
-        self, inputs: dict[str, Any], max_new_tokens: int, stream: Callable[[int, list[int]], None] | None = None
+        self,
+        inputs: dict[str, Any],
+        max_new_tokens: int,
+        stream: Callable[[int, list[int]], None] | None = None,
+        limits: list[CallLimit] | None = None,
     ) -> Decoded:
         """Decode from ``inputs`` (prompt ids and mask, the new images' pixels or encoder outputs,
         every image's grid, and the previous turn's cache if any) until every row has ended.
         ``stream(row, ids)`` gets each row's ids so far (end token excluded) after each step, for
-        rows that are not tool calls."""
+        rows that are not tool calls. ``limits`` bound each row's call."""
         ids, mask = inputs["input_ids"], inputs["attention_mask"]
         cache = inputs.get("past_key_values") or DynamicCache(config=self.model.config.get_text_config())
         cached = cache.get_seq_length()
@@ -163,7 +192,7 @@ class GreedyDecoder:
             logits_to_keep=1,
             **vision,
         ).logits
-        rows = [_Row() for _ in range(ids.shape[0])]
+        rows = [_Row(limit=limit) for limit in (limits or [CallLimit()] * ids.shape[0])]
         confidence = logits[:, -1].float().softmax(dim=-1).max(dim=-1).values.tolist()
         jump = self.grammar is not None and self._fits(1, max_new_tokens)
         for row, row_logits in zip(rows, logits[:, -1]):
@@ -207,6 +236,9 @@ class GreedyDecoder:
         return self.grammar.length(crops) + 1 <= max_new_tokens
 
     def _first(self, row: _Row, logits: torch.Tensor, max_new_tokens: int, jump: bool) -> None:
+        if self.grammar is not None and not row.limit.allowed([]):  # no crop fits: no call
+            logits = logits.clone()
+            logits[self.grammar.prefix[0]] = float("-inf")
         token = int(logits.argmax())
         if jump and token == self.grammar.prefix[0]:
             row.crops = []
@@ -237,12 +269,12 @@ class GreedyDecoder:
                 row.pending = list(grammar.separator)
             return False
         # the pass was the prefix (the first id, ``all`` included) or a separator (the next id)
-        allowed = [c for c in CROP_NAMES if c not in row.crops] if row.crops else list(CROP_IDS)
+        allowed = row.limit.allowed(row.crops)
         scores = logits[-1, [grammar.crop_tokens[c] for c in allowed]]
         crop = allowed[int(scores.argmax())]
         row.crops.append(crop)
         token = grammar.crop_tokens[crop]
-        if crop == ALL or len(row.crops) == len(CROP_NAMES) or not self._fits(len(row.crops) + 1, max_new_tokens):
+        if not row.limit.allowed(row.crops) or not self._fits(len(row.crops) + 1, max_new_tokens):
             self._close(row, [token])
         elif self.lookahead:
             row.generated += [token, *grammar.separator]
@@ -253,9 +285,9 @@ class GreedyDecoder:
         return False
 
     def _closes(self, row: _Row, decision: torch.Tensor) -> bool:
-        """Whether the call closes after its last id: no crop left, or the close beats the separator."""
-        left = [c for c in CROP_NAMES if c not in row.crops]
-        return not left or bool(decision[self.grammar.close[0]] >= decision[self.grammar.separator[0]])
+        """Whether the call closes after its last id: no crop may follow, or the close beats the separator."""
+        close, separator = self.grammar.close[0], self.grammar.separator[0]
+        return not row.limit.allowed(row.crops) or bool(decision[close] >= decision[separator])
 
     def _close(self, row: _Row, last: list[int]) -> None:
         """End the call after ``last``: the close and the end token follow unforwarded."""

@@ -18,7 +18,7 @@ from ..protocol import Message, images_of
 from .attention import LastTokenAttention
 from .backend import Stream, Turn
 from .chat import ChatTemplate
-from .decoding import CallGrammar, GreedyDecoder
+from .decoding import CallGrammar, CallLimit, GreedyDecoder
 from .families import family_of
 from .processor import load_processor
 
@@ -82,6 +82,10 @@ class _RowStreamer(BaseStreamer):
 
     def end(self) -> None:
         pass
+
+
+def _row(limits: list[CallLimit] | None, row: int) -> list[CallLimit] | None:
+    return [limits[row]] if limits else None
 
 
 def _row_stream(stream: Stream | None, row: int) -> Stream | None:
@@ -222,16 +226,20 @@ class HFBackend:
         max_new_tokens: int = 64,
         stream: Stream | None = None,
         attention_layer: int | None = None,
+        limits: list[CallLimit] | None = None,
         **sampling: Any,
     ) -> Turn:
         """Turn 1: prefill each conversation (batched, left padded) and decode; ``stream(row, ids)``
         gets each answering row's ids so far as they are decoded. With ``attention_layer`` (greedy
         only), ``Turn.attention`` holds each row's last prompt token's attention over its visual
-        tokens at that layer (``LastTokenAttention``)."""
+        tokens at that layer (``LastTokenAttention``). ``limits`` bound each row's tool call while
+        it is decoded (greedy turns; sampled ones only where no row may call)."""
         if self.family.hybrid and len(conversations) > 1:
             return _joined(
                 [
-                    self.generate([c], max_new_tokens, _row_stream(stream, row), attention_layer, **sampling)
+                    self.generate(
+                        [c], max_new_tokens, _row_stream(stream, row), attention_layer, _row(limits, row), **sampling
+                    )
                     for row, c in enumerate(conversations)
                 ]
             )
@@ -242,14 +250,20 @@ class HFBackend:
         if attention_layer is None:
             if self._greedy(sampling) and not self.family.hybrid:
                 inputs = self._after_system_turn(conversations, inputs)
-            return self._decode(conversations, inputs, grids, max_new_tokens, stream, sampling)
+            return self._decode(conversations, inputs, grids, max_new_tokens, stream, sampling, limits)
         if not self._greedy(sampling):
             raise InputError("attention is read on greedy turns only (jump-forward on, no sampling)")
         with LastTokenAttention(self.model, attention_layer, inputs["attention_mask"]) as probe:
-            turn = self._decode(conversations, inputs, grids, max_new_tokens, stream, sampling)
+            turn = self._decode(conversations, inputs, grids, max_new_tokens, stream, sampling, limits)
         visual = inputs["input_ids"] == self.image_token_id
         turn.attention = [probe.weights[row][visual[row]] for row in range(len(conversations))]
         return turn
+
+    def _suppress_calls(self, limits: list[CallLimit] | None) -> dict[str, Any]:
+        """``generate``'s option that keeps a call from starting where no row may call."""
+        if self.grammar is None or not limits or any(limit.allowed([]) for limit in limits):
+            return {}
+        return {"begin_suppress_tokens": [self.grammar.prefix[0]]}
 
     def _greedy(self, sampling: dict[str, Any]) -> bool:
         """Whether a turn runs ``GreedyDecoder`` (jump-forward on, greedy, no extra generate options)."""
@@ -294,6 +308,7 @@ class HFBackend:
         conversations: list[list[Message]],
         max_new_tokens: int = 64,
         stream: Stream | None = None,
+        limits: list[CallLimit] | None = None,
         **sampling: Any,
     ) -> Turn:
         """Turn 2 for ``rows`` of ``session``: each conversation is that row's conversation plus new
@@ -303,7 +318,9 @@ class HFBackend:
         if isinstance(session, RowSessions):
             return _joined(
                 [
-                    self.extend(session.rows[r], [0], [c], max_new_tokens, _row_stream(stream, i), **sampling)
+                    self.extend(
+                        session.rows[r], [0], [c], max_new_tokens, _row_stream(stream, i), _row(limits, i), **sampling
+                    )
                     for i, (r, c) in enumerate(zip(rows, conversations))
                 ]
             )
@@ -357,9 +374,10 @@ class HFBackend:
         max_new_tokens: int,
         stream: Stream | None,
         sampling: dict[str, Any],
+        limits: list[CallLimit] | None = None,
     ) -> Turn:
         if self._greedy(sampling):
-            decoded = self.decoder.decode(inputs, max_new_tokens, stream)
+            decoded = self.decoder.decode(inputs, max_new_tokens, stream, limits)
             texts = [self.tokenizer.decode(ids, skip_special_tokens=True) for ids in decoded.generated]
             session = Session(
                 conversations, decoded.sequences, decoded.attention_mask, grids, decoded.cache, decoded.ended
@@ -374,6 +392,7 @@ class HFBackend:
                 use_cache=True,
                 pad_token_id=self.pad_id,
                 streamer=_RowStreamer(stream, self.eos_ids) if stream else None,
+                **self._suppress_calls(limits),
                 **sampling,
             )
         prompt_len = inputs["input_ids"].shape[1]

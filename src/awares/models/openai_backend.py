@@ -83,9 +83,11 @@ class OpenAIBackend:
         conversations: list[list[Message]],
         max_new_tokens: int = 64,
         stream: Stream | None = None,
+        limits: list[Any] | None = None,
         **sampling: Any,
     ) -> Turn:
-        """Turn 1: one completion per conversation (whole: ``stream`` is not called)."""
+        """Turn 1: one completion per conversation (whole: ``stream`` is not called). ``limits`` are
+        not sent (a server cannot mask crops by cost): the engine keeps a call within its budget."""
         with ThreadPoolExecutor(min(self.concurrency, max(len(conversations), 1))) as pool:
             texts = list(pool.map(lambda c: self._complete(c, max_new_tokens, sampling), conversations))
         tokenizer = self.processor.tokenizer
@@ -98,6 +100,7 @@ class OpenAIBackend:
         conversations: list[list[Message]],
         max_new_tokens: int = 64,
         stream: Stream | None = None,
+        limits: list[Any] | None = None,
         **sampling: Any,
     ) -> Turn:
         """Turn 2 for ``rows``: each whole conversation again (the server's prefix cache holds turn 1)."""
@@ -107,12 +110,14 @@ class OpenAIBackend:
         import openai
 
         temperature = float(sampling.get("temperature", 1.0)) if sampling.get("do_sample") else 0.0
+        top_p = float(sampling.get("top_p", 1.0)) if sampling.get("do_sample") else 1.0
         try:
             reply = self.client.chat.completions.create(
                 model=self.model,
                 messages=to_openai(conversation),
                 max_tokens=max_new_tokens,
                 temperature=temperature,
+                top_p=top_p,
                 extra_body=self.extra_body,
             )
         except openai.OpenAIError as err:

@@ -19,6 +19,7 @@ from PIL import Image
 from ..crops import Box, boxes_to_crops, extract_crops
 from ..errors import InputError
 from ..images import load_image
+from ..models.decoding import NO_CALL
 from ..protocol import Message, crops_messages, turn1_messages
 
 if TYPE_CHECKING:
@@ -43,7 +44,10 @@ def answer_with_attention(engine: Engine, batch: _Batch) -> list[Result]:
     _check_reads_attention(engine)
     config, rule = engine.config, engine.config.attention
     conversations = [turn1_messages(v, r.question, None) for v, r in zip(batch.views, batch.requests)]
-    turn1, seconds1 = engine._timed(engine.backend.generate, batch, conversations, attention_layer=rule.layer)
+    no_calls = [NO_CALL] * len(conversations)  # both passes answer: a call is masked while decoding
+    turn1, seconds1 = engine._timed(
+        engine.backend.generate, batch, conversations, attention_layer=rule.layer, limits=no_calls
+    )
     looks = {
         i: {"confidence": turn1.confidence[i], **look(engine, turn1.attention[i], image, view)}
         for i, (image, view) in enumerate(zip(batch.images, batch.views))
@@ -58,7 +62,9 @@ def answer_with_attention(engine: Engine, batch: _Batch) -> list[Result]:
     if unsure:
         crop_images = {i: extract_crops(batch.images[i], crops[i], config.min_crop_side) for i in unsure}
         follow_ups = [crops_messages(crop_images[i], batch.requests[i].question) for i in unsure]
-        turn2, seconds2 = engine._timed(engine.backend.generate, batch.select(unsure), follow_ups)
+        turn2, seconds2 = engine._timed(
+            engine.backend.generate, batch.select(unsure), follow_ups, limits=no_calls[: len(unsure)]
+        )
         second = {
             i: (text, ids, m, crop_images[i]) for i, text, ids, m in zip(unsure, turn2.texts, turn2.ids, follow_ups)
         }

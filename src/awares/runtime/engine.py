@@ -12,10 +12,20 @@ from typing import Any, Literal
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..crops import ALL, DEFAULT_MIN_CROP_SIDE, MIN_VIEW_SIDE, VisionGrid, extract_crops, low_res_view
+from ..crops import (
+    ALL,
+    CROP_IDS,
+    DEFAULT_MIN_CROP_SIDE,
+    MIN_VIEW_SIDE,
+    VisionGrid,
+    crop_box,
+    extract_crops,
+    low_res_view,
+)
 from ..errors import InputError
 from ..images import load_image
 from ..models.backend import Backend, Stream, Turn
+from ..models.decoding import NO_CALL, CallLimit
 from ..protocol import (
     SYSTEM_PROMPT,
     CropCall,
@@ -50,17 +60,25 @@ class RuntimeConfig:
     # Generation keyword arguments for both turns, e.g. {"do_sample": True, "temperature": 1.0} for
     # RL rollouts; empty means greedy decoding.
     sampling: dict[str, Any] = field(default_factory=dict)
+    # The ``crops`` policy's visual-token budget for requests that set none of their own (``Request``)
+    max_rtr: float | None = None
+    max_crops: int | None = None
     # The training-free ``attention`` policy's rule (runtime/attention.py)
     attention: AttentionConfig = field(default_factory=AttentionConfig)
 
 
 @dataclass
 class Request:
-    """One question on one image; ``oracle_crops`` is used by the ``oracle`` policy only."""
+    """One question on one image; ``oracle_crops`` is used by the ``oracle`` policy only. A
+    visual-token budget bounds the ``crops`` policy's call: at most ``max_rtr`` of the full image's
+    tokens (view included) and at most ``max_crops`` crops; crops that would break it are masked
+    while the call is decoded, so the model asks for what it can afford or answers from the view."""
 
     image: Image.Image | str
     question: str
     oracle_crops: tuple[str, ...] = ()
+    max_rtr: float | None = None
+    max_crops: int | None = None
 
 
 @dataclass
@@ -99,6 +117,7 @@ class Result:
     # ``attention`` policy: the low-res answer's confidence, the attention grid over the view
     # (rows of weights), and the box on the full image that the crops cover
     attention: dict[str, Any] | None = None
+    budget: dict[str, Any] | None = None  # the request's max_rtr and max_crops, where it set them
 
     def to_dict(self) -> dict[str, Any]:
         row = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("messages", "token_ids")}
@@ -272,8 +291,12 @@ class Engine:
         return self._single_pass("low", batch, system_prompt=None)
 
     def _single_pass(self, policy: str, batch: _Batch, system_prompt: str | None) -> list[Result]:
+        """One pass that answers: a call is masked while decoding (``NO_CALL``), never returned."""
         conversations = [turn1_messages(v, r.question, system_prompt) for v, r in zip(batch.views, batch.requests)]
-        turn, seconds = self._timed(self.backend.generate, batch, conversations, stream=self._stream(batch))
+        limits = [NO_CALL] * len(conversations)
+        turn, seconds = self._timed(
+            self.backend.generate, batch, conversations, stream=self._stream(batch), limits=limits
+        )
         return [
             self._result(policy, im, v, [], c, answer=text.strip(), turns=[text], seconds=[seconds], token_ids=[ids])
             for im, v, c, text, ids in zip(batch.images, batch.views, conversations, turn.texts, turn.ids)
@@ -311,10 +334,11 @@ class Engine:
         """Turn 1 on the low-res view; requests that call the tool get their crops in turn 2."""
         prompt = self.config.system_prompt
         conversations = [turn1_messages(low, r.question, prompt) for low, r in zip(batch.views, batch.requests)]
+        limits = [self.call_limit(r, im, v) for r, im, v in zip(batch.requests, batch.images, batch.views)]
         turn1, seconds1 = self._timed(
-            self.backend.generate, batch, conversations, stream=self._stream(batch, hold_calls=True)
+            self.backend.generate, batch, conversations, stream=self._stream(batch, hold_calls=True), limits=limits
         )
-        parsed = [self._parse_call(text) for text in turn1.texts]
+        parsed = [self._within(self._parse_call(text), limit) for text, limit in zip(turn1.texts, limits)]
         crops = {
             i: extract_crops(batch.images[i], crop_ids, self.config.min_crop_side)
             for i, (_, _, crop_ids, _) in enumerate(parsed)
@@ -351,9 +375,48 @@ class Engine:
                     parse_error=error,
                     seconds=seconds,
                     token_ids=ids,
+                    budget=_budget(batch.requests[i], self.config),
                 )  # fmt: skip
             )
         return results
+
+    def call_limit(self, request: Request, image: Image.Image, view: Image.Image) -> CallLimit:
+        """What ``request``'s call may fetch on ``image`` after ``view``: its budget in tokens and
+        crops, each crop's cost on this image. ``InputError`` for a budget under the view's own share."""
+        grid, side = self.grid, self.config.min_crop_side
+        max_rtr, max_crops = _budget_of(request, self.config)
+        if max_rtr is None and max_crops is None:
+            return CallLimit()
+        full, seen = grid.tokens(*image.size), grid.tokens(*view.size)
+        tokens = None
+        if max_rtr is not None:
+            tokens = int(max_rtr * full + 1e-9) - seen
+            if tokens < 0:
+                raise InputError(
+                    f"max_rtr {max_rtr:g} is below the low-res view's own share of this image's visual "
+                    f"tokens ({seen / full:.3f}); ask for at least that"
+                )
+        boxes = {c: crop_box(c, *image.size, min_side=side) for c in CROP_IDS}
+        costs = {c: grid.tokens(box.width, box.height) for c, box in boxes.items()}
+        return CallLimit(costs, tokens, max_crops)
+
+    @staticmethod
+    def _within(
+        parsed: tuple[str, str | None, tuple[str, ...], str], limit: CallLimit
+    ) -> tuple[str, str | None, tuple[str, ...], str]:
+        """A parsed call cut to the crops its budget allows (where decoding could not mask them:
+        sampled turns, a server backend); a call none of whose crops fit fetches nothing."""
+        status, error, crop_ids, answer = parsed
+        kept: list[str] = []
+        for crop in crop_ids:
+            if crop not in limit.allowed(kept):
+                break
+            kept.append(crop)
+        if len(kept) == len(crop_ids):
+            return parsed
+        if not kept:
+            return "malformed", "the call's crops exceed the request's budget", (), ""
+        return status, error, tuple(kept), answer
 
     def _parse_call(self, text: str) -> tuple[str, str | None, tuple[str, ...], str]:
         """Turn 1 read as the protocol reads it: status, parse error, crops to fetch, and the answer
@@ -365,6 +428,17 @@ class Engine:
             crop_ids = (ALL,) if self.config.on_malformed == "all" else ()
             return "malformed", parsed.message, crop_ids, text.strip()
         return "answer", None, (), parsed.text
+
+
+def _budget_of(request: Request, config: RuntimeConfig) -> tuple[float | None, int | None]:
+    """The request's budget, else the engine's default."""
+    max_rtr = request.max_rtr if request.max_rtr is not None else config.max_rtr
+    return max_rtr, request.max_crops if request.max_crops is not None else config.max_crops
+
+
+def _budget(request: Request, config: RuntimeConfig) -> dict[str, Any] | None:
+    max_rtr, max_crops = _budget_of(request, config)
+    return None if max_rtr is None and max_crops is None else {"max_rtr": max_rtr, "max_crops": max_crops}
 
 
 def _with_reply(messages: list[Message], text: str) -> list[Message]:

@@ -19,9 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..crops import CROP_NAMES, crop_box
 from ..errors import AwaresError
@@ -47,7 +50,8 @@ class ServeConfig:
 
 
 class Metrics:
-    """Prometheus metrics of one server: requests by status, visual tokens used vs full, RTR, latency."""
+    """Prometheus metrics of one server: requests by status (``disconnect``: a client gone before its
+    stream ended), visual tokens used vs full, RTR, latency of whole requests."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -65,9 +69,14 @@ class Metrics:
         self.latency = Histogram("awares_request_seconds", "Time from request to answer", registry=self.registry)
 
 
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+def error_body(status: int, message: str, param: str | None = None) -> dict[str, Any]:
+    """OpenAI's error object: message, type, param, code."""
     kind = "invalid_request_error" if status < 500 else "server_error"
-    return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status, headers=headers)
+    return {"error": {"message": message, "type": kind, "param": param, "code": status}}
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error_body(status, message), status, headers=headers)
 
 
 def raw_completion(text: str, model: str, generated: int) -> dict[str, Any]:
@@ -117,22 +126,29 @@ def completion(result: Result, model: str, question_tokens: int, min_crop_side: 
             "turns": result.turns,
             # the attention policy's look: its confidence, the attention grid over the view, the box
             **({"attention": result.attention} if result.attention else {}),
+            # the request's visual-token budget (max_rtr, max_crops) where it set one; rtr is what it spent
+            **({"budget": result.budget} if result.budget else {}),
         },
     }
 
 
-def create_app(engine: Engine, config: ServeConfig | None = None, raw: bool = False) -> FastAPI:
-    """The server app around ``engine`` (its model runs on the batcher's one worker thread). With
-    ``raw``, a plain VLM endpoint instead: whole conversations (any turns, several images) answered
-    in one pass by the engine's backend, without the protocol, as vLLM serves a checkpoint."""
+def create_app(engine: Engine | dict[str, Engine], config: ServeConfig | None = None, raw: bool = False) -> FastAPI:
+    """The server app around ``engine`` (or an engine per served policy, as ``awares ask`` would run
+    each; their models run on the batcher's one worker thread). With ``raw``, a plain VLM endpoint
+    instead: whole conversations (any turns, several images) answered in one pass by the engine's
+    backend, without the protocol, as vLLM serves a checkpoint."""
     config = config or ServeConfig()
     metrics = Metrics()
+    engines = engine if isinstance(engine, dict) else dict.fromkeys(SERVED_POLICIES, engine)
+    engine = engines["crops"]
 
-    def run(key: tuple[str, int, float, float], jobs: list[tuple[Any, Any]]) -> list[tuple[Any, int]]:
-        """On the worker thread, the only one that touches the model and its tokenizer. A job is a
-        request and, when it streams, the sink its answer text so far goes to."""
-        policy, max_tokens, temperature, top_p = key
+    def run(key: tuple[Any, ...], jobs: list[tuple[Any, Any]]) -> list[tuple[Any, int]]:
+        """On the worker thread, the only one that touches the models and their tokenizers. A job is
+        a request and, when it streams, the sink its answer text so far goes to."""
+        policy, max_tokens, temperature, top_p, seed, _ = key
         sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature else {}
+        if seed is not None:  # a seeded request runs alone: the same seed draws the same answer
+            torch.manual_seed(seed)
         payloads, sinks = [p for p, _ in jobs], [s for _, s in jobs]
         on_text = (lambda i, text: sinks[i] and sinks[i](text)) if any(sinks) else None
         if raw:
@@ -140,10 +156,10 @@ def create_app(engine: Engine, config: ServeConfig | None = None, raw: bool = Fa
             stream = (lambda row, ids: on_text(row, decode(ids, skip_special_tokens=True))) if on_text else None
             turn = engine.backend.generate(payloads, max_new_tokens=max_tokens, stream=stream, **sampling)
             return [(text, len(ids)) for text, ids in zip(turn.texts, turn.ids)]
-        results = engine.answer_batch(
+        results = engines[policy].answer_batch(
             payloads, policy, batch_size=len(payloads), max_new_tokens=max_tokens, sampling=sampling, on_text=on_text
         )
-        return [(result, engine.question_tokens(r.question)) for result, r in zip(results, payloads)]
+        return [(result, engines[policy].question_tokens(r.question)) for result, r in zip(results, payloads)]
 
     batcher = Batcher(run, config.max_batch, config.max_wait_ms, config.queue_size)
 
@@ -155,13 +171,28 @@ def create_app(engine: Engine, config: ServeConfig | None = None, raw: bool = Fa
     app = FastAPI(title="awares", description=__doc__, lifespan=lifespan)
     app.state.batcher, app.state.metrics = batcher, metrics
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, err: StarletteHTTPException) -> JSONResponse:
+        return _error(err.status_code, str(err.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, err: RequestValidationError) -> JSONResponse:
+        return _error(400, str(err))
+
     @app.post("/v1/chat/completions")
-    async def chat(request: Request) -> JSONResponse:
+    async def chat(request: Request) -> Response:
         began = time.perf_counter()
-        response = await _answer(request)
-        metrics.requests.labels(str(response.status_code)).inc()
-        metrics.latency.observe(time.perf_counter() - began)
+        try:
+            response = await _answer(request, began)
+        except Exception as err:  # a bug: this request alone gets OpenAI's error JSON, the server goes on
+            response = _error(500, f"internal error: {type(err).__name__}: {err}")
+        if not isinstance(response, StreamingResponse):  # a stream is counted when it ends (_events)
+            _count(str(response.status_code), began)
         return response
+
+    def _count(status: str, began: float) -> None:
+        metrics.requests.labels(status).inc()
+        metrics.latency.observe(time.perf_counter() - began)
 
     def prepare(payload: Any) -> tuple[Any, Options]:
         """The job and options of a request (raises ``BadRequest``)."""
@@ -169,19 +200,35 @@ def create_app(engine: Engine, config: ServeConfig | None = None, raw: bool = Fa
         if raw:
             return parse_conversation(payload, config.limits), options
         image, question = parse_chat(payload, config.limits)
-        return EngineRequest(image, question), options
+        budget = options.budget
+        return EngineRequest(image, question, max_rtr=budget.max_rtr, max_crops=budget.max_crops), options
 
-    async def _answer(request: Request) -> JSONResponse:
-        declared = request.headers.get("content-length", "0")
-        if declared.isdigit() and int(declared) > config.max_request_bytes:  # refused before it is read
-            return _error(413, f"the request is {int(declared):,} bytes; the limit is {config.max_request_bytes:,}")
-        body = await request.body()
-        if len(body) > config.max_request_bytes:
-            return _error(413, f"the request is {len(body):,} bytes; the limit is {config.max_request_bytes:,}")
+    async def _body(request: Request) -> bytes:
+        """The request's body, refused (413) as soon as it passes the limit, never read whole first."""
+        limit, declared = config.max_request_bytes, request.headers.get("content-length", "0")
+        if declared.isdigit() and int(declared) > limit:
+            raise BadRequest(413, f"the request is {int(declared):,} bytes; the limit is {limit:,}")
+        body = bytearray()
+        async for part in request.stream():
+            body += part
+            if len(body) > limit:
+                raise BadRequest(413, f"the request is over {limit:,} bytes, the limit")
+        return bytes(body)
+
+    def _parse(body: bytes) -> Any:
         try:
-            job, options = await asyncio.to_thread(prepare, json.loads(body))
+            return json.loads(body)
+        except UnicodeDecodeError as err:
+            raise BadRequest(400, f"the body is not valid UTF-8: {err.reason} at byte {err.start}") from err
         except json.JSONDecodeError as err:
-            return _error(400, f"the body is not JSON: {err}")
+            raise BadRequest(400, f"the body is not JSON: {err}") from err
+        except RecursionError as err:
+            raise BadRequest(400, "the body is nested too deeply to be a chat request") from err
+
+    async def _answer(request: Request, began: float) -> Response:
+        try:
+            body = await _body(request)
+            job, options = await asyncio.to_thread(lambda: prepare(_parse(body)))
         except BadRequest as err:
             return _error(err.status, err.message)
         texts: asyncio.Queue[str] = asyncio.Queue()
@@ -194,10 +241,11 @@ def create_app(engine: Engine, config: ServeConfig | None = None, raw: bool = Fa
         if options.stream:
             first = asyncio.ensure_future(texts.get())
             await asyncio.wait({first, done}, return_when=asyncio.FIRST_COMPLETED)
-            if not first.done() and isinstance(done.exception(), AwaresError):  # refused before any text
+            if not first.done() and done.exception() is not None:  # failed before any text
                 first.cancel()
-                return _error(400, str(done.exception()))
-            return StreamingResponse(_events(first, texts, done, options), media_type="text/event-stream")
+                status = 400 if isinstance(done.exception(), AwaresError) else 500
+                return _error(status, str(done.exception()))
+            return StreamingResponse(_events(first, texts, done, options, began), media_type="text/event-stream")
         try:
             result, tokens = await done
         except AwaresError as err:  # the engine refused the question (too long, control tokens)
@@ -212,11 +260,26 @@ def create_app(engine: Engine, config: ServeConfig | None = None, raw: bool = Fa
         metrics.rtr.observe(result.rtr)
         return completion(result, config.model_name, tokens, engine.config.min_crop_side)
 
-    async def _events(getter: asyncio.Future, texts: asyncio.Queue, done: asyncio.Future, options: Options):
+    async def _events(
+        getter: asyncio.Future, texts: asyncio.Queue, done: asyncio.Future, options: Options, began: float
+    ):
+        """``_stream``'s events, counted in the metrics when the stream ends: 200, the status of an
+        error it carried, or ``disconnect`` when the client left first."""
+        status = "disconnect"
+        try:
+            async for event, ending in _stream(getter, texts, done, options):
+                status = ending
+                yield event
+        finally:
+            _count(status, began)
+
+    async def _stream(getter: asyncio.Future, texts: asyncio.Queue, done: asyncio.Future, options: Options):
         """The answer as it is decoded: deltas of its text so far (whitespace at its ends held back,
-        as the final answer is stripped), then the rest of the final answer, the finish, usage."""
-        completion_id, model = f"chatcmpl-{uuid.uuid4().hex}", config.model_name
-        yield chunk(completion_id, model, {"role": "assistant", "content": ""})
+        as the final answer is stripped), then the rest of the final answer, the finish, usage; an
+        error after the first event ends the stream with an error event and ``[DONE]``. Yields each
+        event with the status the stream has if it ends after it."""
+        completion_id, model, going = f"chatcmpl-{uuid.uuid4().hex}", config.model_name, "disconnect"
+        yield chunk(completion_id, model, {"role": "assistant", "content": ""}), going
         sent = ""
         while True:
             await asyncio.wait({getter, done}, return_when=asyncio.FIRST_COMPLETED)
@@ -226,7 +289,7 @@ def create_app(engine: Engine, config: ServeConfig | None = None, raw: bool = Fa
             for text in arrived:
                 visible = text.rstrip("\ufffd").strip()  # an unfinished UTF-8 character waits for its bytes
                 if visible.startswith(sent) and len(visible) > len(sent):
-                    yield chunk(completion_id, model, {"content": visible[len(sent) :]})
+                    yield chunk(completion_id, model, {"content": visible[len(sent) :]}), going
                     sent = visible
             if done.done():
                 break
@@ -235,20 +298,21 @@ def create_app(engine: Engine, config: ServeConfig | None = None, raw: bool = Fa
         getter.cancel()
         try:
             result, tokens = done.result()
-        except AwaresError as err:
-            yield f"data: {json.dumps({'error': {'message': str(err), 'type': 'invalid_request_error'}})}\n\n"
-            yield "data: [DONE]\n\n"
+            whole = _completion(result, tokens)
+        except Exception as err:  # the client's (400) or a bug (500): the stream ends, and says why
+            status = 400 if isinstance(err, AwaresError) else 500
+            yield f"data: {json.dumps(error_body(status, str(err)))}\n\n", going
+            yield "data: [DONE]\n\n", str(status)
             return
-        whole = _completion(result, tokens)
         answer = whole["choices"][0]["message"]["content"]
         if answer.startswith(sent) and len(answer) > len(sent):
-            yield chunk(completion_id, model, {"content": answer[len(sent) :]})
+            yield chunk(completion_id, model, {"content": answer[len(sent) :]}), going
         extra = {"awares": whole["awares"]} if "awares" in whole else {}
-        yield chunk(completion_id, model, {}, "stop", **extra)
+        yield chunk(completion_id, model, {}, "stop", **extra), going
         if options.include_usage:
             body = {"id": completion_id, "object": "chat.completion.chunk", "created": int(time.time())}
-            yield f"data: {json.dumps({**body, 'model': model, 'choices': [], 'usage': whole['usage']})}\n\n"
-        yield "data: [DONE]\n\n"
+            yield f"data: {json.dumps({**body, 'model': model, 'choices': [], 'usage': whole['usage']})}\n\n", going
+        yield "data: [DONE]\n\n", "200"
 
     @app.get("/", response_class=HTMLResponse)
     def demo() -> str:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Any
 
-from ..errors import AwaresError
+from ..runtime.isolation import run_isolated
 
 
 class QueueFull(Exception):
@@ -30,8 +30,8 @@ class Job:
 class Batcher:
     """A bounded queue and one worker thread that takes up to ``max_batch`` jobs (waiting at most
     ``max_wait_ms`` after the first for more) and runs each group of equal ``key`` through
-    ``run(key, payloads) -> results``. A group that raises ``AwaresError`` is rerun one job at a time,
-    so a bad request fails alone."""
+    ``run(key, payloads) -> results``. A group that raises is rerun one job at a time
+    (``run_isolated``), so a bad request, or one that meets a bug, fails alone."""
 
     def __init__(
         self,
@@ -81,19 +81,12 @@ class Batcher:
                 self._run_group(key, list(group))
 
     def _run_group(self, key: tuple[Any, ...], jobs: list[Job]) -> None:
-        self.batch_sizes.append(len(jobs))
-        try:
-            results = self.run(key, [j.payload for j in jobs])
-        except AwaresError as err:
-            if len(jobs) == 1:
-                jobs[0].future.set_exception(err)
-            else:  # one bad request: the others one at a time
-                for job in jobs:
-                    self._run_group(key, [job])
-            return
-        except Exception as err:  # a bug: every job of the group fails with it (the server answers 500)
-            for job in jobs:
-                job.future.set_exception(err)
-            return
-        for job, result in zip(jobs, results):
-            job.future.set_result(result)
+        def run(payloads: list[Any]) -> list[Any]:
+            self.batch_sizes.append(len(payloads))
+            return self.run(key, payloads)
+
+        for job, result in zip(jobs, run_isolated(run, [j.payload for j in jobs])):
+            if isinstance(result, BaseException):  # AwaresError: the client's (400); another: a bug (500)
+                job.future.set_exception(result)
+            else:
+                job.future.set_result(result)

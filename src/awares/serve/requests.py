@@ -48,6 +48,8 @@ def _decode(data: bytes, limits: Limits) -> Image.Image:
             image.load()
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise BadRequest(400, f"the image cannot be read: {err}") from err
+    except ValueError as err:  # e.g. a PNG text chunk that inflates past Pillow's decompression limit
+        raise BadRequest(400, f"the image cannot be read: {err} (Pillow's decompression limit)") from err
     except OSError as err:
         raise BadRequest(400, f"the image is corrupt or truncated: {err}") from err
     try:
@@ -63,9 +65,10 @@ def fetch_image(url: str, limits: Limits) -> Image.Image:
         if not header.endswith(";base64"):
             raise BadRequest(400, "a data URL image must be base64 (data:image/png;base64,...)")
         try:
-            return _decode(base64.b64decode(body, validate=True), limits)
+            data = base64.b64decode(body, validate=True)
         except (binascii.Error, ValueError) as err:
             raise BadRequest(400, f"the image's base64 is invalid: {err}") from err
+        return _decode(data, limits)
     if url.startswith(("http://", "https://")):
         if not limits.allow_remote_images:
             raise BadRequest(400, "remote image URLs are refused (start the server with --allow-remote-images)")
@@ -99,6 +102,16 @@ def _messages(body: Any) -> list[dict[str, Any]]:
     return messages
 
 
+def _valid_text(text: str) -> str:
+    """``text`` if it is valid Unicode (JSON's ``\\ud800`` escapes can make lone surrogates, which no
+    tokenizer encodes), else a 400."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise BadRequest(400, f"a text part is not valid Unicode: {err.reason} at character {err.start}") from err
+    return text
+
+
 def _parts(message: dict[str, Any]) -> list[tuple[str, str]]:
     """A message's content as ``("text", text)`` and ``("image", url)`` parts."""
     content = message.get("content")
@@ -109,7 +122,7 @@ def _parts(message: dict[str, Any]) -> list[tuple[str, str]]:
     for part in parts:
         kind = part.get("type") if isinstance(part, dict) else None
         if kind == "text" and isinstance(part.get("text"), str):
-            out.append(("text", part["text"]))
+            out.append(("text", _valid_text(part["text"])))
         elif kind == "image_url":
             url = part.get("image_url")
             url = url.get("url") if isinstance(url, dict) else url
@@ -123,7 +136,10 @@ def _parts(message: dict[str, Any]) -> list[tuple[str, str]]:
 
 def parse_chat(body: Any, limits: Limits) -> tuple[Image.Image, str]:
     """The image and the question of a chat request whose user turns hold exactly one image."""
-    parts = [p for m in _messages(body) if m["role"] == "user" for p in _parts(m)]
+    messages = _messages(body)
+    if any(kind == "image" for m in messages if m["role"] != "user" for kind, _ in _parts(m)):
+        raise BadRequest(400, "images belong in user messages; this request has one in another role's message")
+    parts = [p for m in messages if m["role"] == "user" for p in _parts(m)]
     urls = [value for kind, value in parts if kind == "image"]
     if len(urls) != 1:
         raise BadRequest(400, f"a request holds exactly one image; this one holds {len(urls)}")
@@ -151,10 +167,28 @@ def parse_conversation(body: Any, limits: Limits, max_images: int = 16) -> list[
     return [{"role": role, "content": [part(*p) for p in parts]} for role, parts in messages]
 
 
+# Below this a temperature samples as greedy decoding would (vLLM's rule): 1e-40 is greedy, not a NaN.
+SAMPLING_EPSILON = 1e-5
+# OpenAI fields awares does not honour: refused with their name, as vLLM refuses what it cannot do.
+UNSUPPORTED = (
+    "logprobs", "top_logprobs", "tools", "tool_choice", "functions", "function_call", "response_format",
+    "logit_bias", "stop", "presence_penalty", "frequency_penalty", "prediction", "audio",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A request's visual-token budget (its ``awares`` object): at most ``max_rtr`` of the full
+    image's tokens, at most ``max_crops`` crops."""
+
+    max_rtr: float | None = None
+    max_crops: int | None = None
+
+
 @dataclass(frozen=True)
 class Options:
     """A chat request's generation options, checked as vLLM checks them. ``key`` groups requests
-    that one engine call can answer together."""
+    that one engine call can answer together (a seeded request runs alone: its draw is its own)."""
 
     policy: str
     max_tokens: int
@@ -162,10 +196,13 @@ class Options:
     top_p: float
     stream: bool
     include_usage: bool
+    seed: int | None = None
+    budget: Budget = Budget()
 
     @property
-    def key(self) -> tuple[str, int, float, float]:
-        return self.policy, self.max_tokens, self.temperature, self.top_p
+    def key(self) -> tuple[Any, ...]:
+        alone = id(self) if self.seed is not None else None
+        return self.policy, self.max_tokens, self.temperature, self.top_p, self.seed, alone
 
 
 def _number(body: dict[str, Any], name: str, default: float, low: float, high: float, low_open: bool = False) -> float:
@@ -182,9 +219,13 @@ def _number(body: dict[str, Any], name: str, default: float, low: float, high: f
 def parse_options(body: Any, model: str, policies: tuple[str, ...], max_tokens_limit: int) -> Options:
     """The options of a chat request: 404 for another model, 400 for what cannot be honoured (``n``
     other than 1, a non-numeric or out-of-range ``temperature`` or ``top_p``, ``stream_options``
-    without ``stream``). ``temperature`` defaults to 0: greedy, as the protocol is evaluated."""
+    without ``stream``, a field of ``UNSUPPORTED``). ``temperature`` defaults to 0: greedy, as the
+    protocol is evaluated; one under ``SAMPLING_EPSILON`` is greedy too."""
     if not isinstance(body, dict):
         raise BadRequest(400, "the request body must be a JSON object")
+    for name in UNSUPPORTED:
+        if body.get(name) not in (None, False):
+            raise BadRequest(400, f"{name} is not supported by awares; leave it out")
     if body.get("model") is not None and body["model"] != model:
         raise BadRequest(404, f"The model `{body['model']}` does not exist.")
     if body.get("n") not in (None, 1):
@@ -203,5 +244,22 @@ def parse_options(body: Any, model: str, policies: tuple[str, ...], max_tokens_l
         raise BadRequest(400, "stream_options is an object, and only with stream: true")
     include_usage = bool((stream_options or {}).get("include_usage", False))
     temperature = _number(body, "temperature", 0.0, 0.0, 2.0)
+    temperature = 0.0 if temperature < SAMPLING_EPSILON else temperature
     top_p = _number(body, "top_p", 1.0, 0.0, 1.0, low_open=True)
-    return Options(policy, max_tokens, temperature, top_p, stream, include_usage)
+    seed = body.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63):
+        raise BadRequest(400, f"seed must be a non-negative integer, not {seed!r}")
+    return Options(policy, max_tokens, temperature, top_p, stream, include_usage, seed, _budget(body))
+
+
+def _budget(body: dict[str, Any]) -> Budget:
+    """The ``awares`` object's ``max_rtr`` (in (0, 1]: a share of the full image's tokens) and
+    ``max_crops`` (a count)."""
+    extra = body.get("awares") or {}
+    if not isinstance(extra, dict) or set(extra) - {"max_rtr", "max_crops"}:
+        raise BadRequest(400, "awares is an object with max_rtr and max_crops")
+    max_rtr = _number(extra, "max_rtr", 0.0, 0.0, 1.0, low_open=True) if "max_rtr" in extra else None
+    max_crops = extra.get("max_crops")
+    if max_crops is not None and (isinstance(max_crops, bool) or not isinstance(max_crops, int) or max_crops < 0):
+        raise BadRequest(400, f"max_crops must be a non-negative integer, not {max_crops!r}")
+    return Budget(max_rtr, max_crops)

@@ -8,7 +8,7 @@ import torch
 from transformers import AutoModelForImageTextToText
 
 from awares.cli import main
-from awares.crops import covers_evidence
+from awares.crops import Box, boxes_to_crops, covers_evidence, extract_crops
 from awares.data import generate
 from awares.errors import InputError
 from awares.models import HFBackend, default_model_dir
@@ -43,9 +43,11 @@ def test_a_detail_question_fetches_the_crop_it_looks_at_and_a_global_one_does_no
     results = engine.answer_batch([Request(s.image, s.question) for s in detail + background], "attention")
     for sample, result in zip(detail, results):
         assert result.crops and result.parse_status == "call" and len(result.turns) == 2
-        assert covers_evidence(sample.evidence, result.crops, *sample.image.size)
-        assert result.answer == sample.answers[0]
+        assert result.answer == sample.answers[0] and result.rtr <= 1.0
         assert result.attention["focus"] >= engine.config.attention.focus
+    # one plate of these straddles every quadrant of a 224-px image: its cover would cost more than
+    # the full image, and the crops within that cost hold most, not all, of it
+    assert sum(covers_evidence(s.evidence, r.crops, *s.image.size) for s, r in zip(detail, results)) >= 3
     for sample, result in zip(background, results[len(detail) :]):
         assert not result.crops and result.rtr == pytest.approx(0.25, abs=0.02)
         assert result.answer == sample.answers[0]
@@ -94,3 +96,20 @@ def test_the_attention_oracle_boxes_the_evidence_the_base_reads_at_full_resoluti
         boxes = oracle(record, sample.image, sample.answers[0])
         crops = boxes_to_crops(boxes, *sample.image.size).crop_ids
         assert covers_evidence(sample.evidence, crops, *sample.image.size)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "CMYK"])
+def test_the_attention_policy_never_costs_more_than_full_resolution(base, mode):
+    """A uniform image spreads the attention everywhere: the rule's box is the whole image."""
+    from PIL import Image
+
+    image = Image.new(mode, (448, 336), "black" if mode == "RGB" else (10, 20, 30, 40))
+    engine = Engine(base, RuntimeConfig(max_new_tokens=8))
+    engine.config.attention.confidence_threshold = 1.01  # always look closer
+    (result,) = engine.answer_batch([Request(image, "What color is the background?")], "attention")
+    cover = boxes_to_crops([Box(*result.attention["box"])], 448, 336).crop_ids
+    grid = engine.grid
+    assert grid.tokens(224, 168) + sum(grid.tokens(*c.size) for c in extract_crops(image, cover)) > grid.tokens(
+        448, 336
+    )
+    assert result.crops and len(result.turns) == 2 and result.rtr <= 1.0

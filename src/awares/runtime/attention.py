@@ -12,11 +12,12 @@ oracle that needs no other model (``awares curate --oracle attention``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import combinations
 from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from ..crops import Box, boxes_to_crops, extract_crops
+from ..crops import CROP_IDS, CROP_NAMES, Box, boxes_to_crops, coverage, extract_crops
 from ..errors import InputError
 from ..images import load_image
 from ..models.decoding import NO_CALL
@@ -59,8 +60,13 @@ def answer_with_attention(engine: Engine, batch: _Batch) -> list[Result]:
     }
     second: dict[int, tuple[str, list[int], list[Message], list[Image.Image]]] = {}
     seconds2 = 0.0
+    affordable = {
+        i: _affordable(engine, batch.images[i], batch.views[i], Box(*looks[i]["box"]), crops[i]) for i in unsure
+    }
+    crops = {i: ids for i, (ids, images) in affordable.items() if images}
+    crop_images = {i: images for i, (_, images) in affordable.items() if images}
+    unsure = sorted(crop_images)  # an image whose view is already its whole budget keeps the view's answer
     if unsure:
-        crop_images = {i: extract_crops(batch.images[i], crops[i], config.min_crop_side) for i in unsure}
         follow_ups = [crops_messages(crop_images[i], batch.requests[i].question) for i in unsure]
         turn2, seconds2 = engine._timed(
             engine.backend.generate, batch.select(unsure), follow_ups, limits=no_calls[: len(unsure)]
@@ -79,6 +85,23 @@ def answer_with_attention(engine: Engine, batch: _Batch) -> list[Result]:
             fields |= {"token_ids": [turn1.ids[i], ids2], "crops": crops[i], "parse_status": "call"}
         results.append(engine._result("attention", batch.images[i], batch.views[i], shown, messages, **fields))
     return results
+
+
+def _affordable(
+    engine: Engine, image: Image.Image, view: Image.Image, box: Box, crop_ids: tuple[str, ...]
+) -> tuple[tuple[str, ...], list[Image.Image]]:
+    """The crops ``crop_ids`` of ``image``; where they and ``view`` would cost more visual tokens
+    than the full image (a box across the image: ``all``, or crops that overlap), the crops within
+    that cost that cover most of ``box`` (the cheaper on a tie): the policy never costs more than
+    full resolution (RTR <= 1). None where the view is already the whole image's cost."""
+    grid, side = engine.grid, engine.config.min_crop_side
+    left = grid.tokens(*image.size) - grid.tokens(*view.size)
+    cost = {c: grid.tokens(*extract_crops(image, [c], side)[0].size) for c in CROP_IDS}
+    if sum(cost[c] for c in crop_ids) > left:
+        subsets = [s for n in (1, 2, 3) for s in combinations(CROP_NAMES, n) if sum(cost[c] for c in s) <= left]
+        share = {s: coverage([box], s, *image.size, min_side=side) for s in subsets}
+        crop_ids = max(subsets, key=lambda s: (share[s], -sum(cost[c] for c in s))) if subsets else ()
+    return crop_ids, extract_crops(image, crop_ids, side)
 
 
 def where(engine: Engine, image: Image.Image | str, question: str) -> Box:

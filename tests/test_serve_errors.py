@@ -230,3 +230,45 @@ def test_a_client_that_leaves_mid_stream_is_counted_as_a_disconnect(server, monk
             break
         threading.Event().wait(0.05)
     assert seen.is_set()
+
+
+def test_without_a_model_the_server_runs_each_policy_on_the_checkpoint_ask_runs_it_with(capsys, tmp_path):
+    from awares.cli import build_parser
+    from awares.cli.options import engines
+    from awares.models import default_model_dir
+    from awares.runtime import SERVED_POLICIES
+
+    served = engines(build_parser().parse_args(["serve", "--max-new-tokens", "8"]), SERVED_POLICIES)
+    assert {p: e.backend.source for p, e in served.items()} == {p: default_model_dir(p) for p in SERVED_POLICIES}
+    server = Server(served, ServeConfig())
+    try:
+        sample = next(s for s in generate("test", 10) if s.kind == "detail")
+        path = tmp_path / "page.png"
+        sample.image.save(path)
+        for policy in ("low", "full", "crops"):
+            assert main(["ask", str(path), sample.question, "--policy", policy, "--max-new-tokens", "8", "--json"]) == 0
+            asked = json.loads(capsys.readouterr().out)
+            body = chat(data_url(sample.image), sample.question, policy=policy, max_tokens=8)
+            reply = server.post(body)[1]
+            assert reply["choices"][0]["message"]["content"] == asked["answer"], policy
+            assert reply["awares"]["crops"] == asked["crops"]
+    finally:
+        server.stop()
+
+
+def test_the_openai_backend_passes_temperature_and_top_p_on(monkeypatch, backend):
+    from awares.models import OpenAIBackend
+
+    sent = []
+
+    class Completions:
+        def create(self, **kwargs):
+            sent.append(kwargs)
+            message = type("Message", (), {"content": "red"})()
+            return type("Reply", (), {"choices": [type("Choice", (), {"message": message})()]})()
+
+    remote = OpenAIBackend("http://127.0.0.1:9/v1", "m", backend.processor)
+    monkeypatch.setattr(remote.client.chat, "completions", Completions())
+    remote.generate([[{"role": "user", "content": [{"type": "text", "text": "q"}]}]], do_sample=True,
+                    temperature=0.7, top_p=0.3)  # fmt: skip
+    assert sent[0]["temperature"] == 0.7 and sent[0]["top_p"] == 0.3

@@ -132,80 +132,69 @@ def completion(result: Result, model: str, question_tokens: int, min_crop_side: 
     }
 
 
-def create_app(engine: Engine | dict[str, Engine], config: ServeConfig | None = None, raw: bool = False) -> FastAPI:
-    """The server app around ``engine`` (or an engine per served policy, as ``awares ask`` would run
-    each; their models run on the batcher's one worker thread). With ``raw``, a plain VLM endpoint
-    instead: whole conversations (any turns, several images) answered in one pass by the engine's
-    backend, without the protocol, as vLLM serves a checkpoint."""
-    config = config or ServeConfig()
-    metrics = Metrics()
-    engines = engine if isinstance(engine, dict) else dict.fromkeys(SERVED_POLICIES, engine)
-    engine = engines["crops"]
+class ChatHandler:
+    """``POST /v1/chat/completions`` for the AwaRes protocol (vLLM's ``OpenAIServingChat`` is the
+    model): a request is read within the size limit, parsed and checked on its own, queued on the
+    batcher, and answered as a completion or a stream. Every failure is OpenAI's error JSON."""
 
-    def run(key: tuple[Any, ...], jobs: list[tuple[Any, Any]]) -> list[tuple[Any, int]]:
-        """On the worker thread, the only one that touches the models and their tokenizers. A job is
-        a request and, when it streams, the sink its answer text so far goes to."""
+    def __init__(self, engines: dict[str, Engine], config: ServeConfig, metrics: Metrics):
+        self.engines, self.config, self.metrics = engines, config, metrics
+        self.batcher = Batcher(self.run, config.max_batch, config.max_wait_ms, config.queue_size)
+
+    # -- on the worker thread, the only one that touches the models and their tokenizers
+
+    def run(self, key: tuple[Any, ...], jobs: list[tuple[Any, Any]]) -> list[tuple[Any, int]]:
+        """A group of jobs of one ``Options.key``: each a request and, when it streams, the sink its
+        answer text so far goes to; their results and question tokens."""
         policy, max_tokens, temperature, top_p, seed, _ = key
         sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature else {}
         if seed is not None:  # a seeded request runs alone: the same seed draws the same answer
             torch.manual_seed(seed)
         payloads, sinks = [p for p, _ in jobs], [s for _, s in jobs]
         on_text = (lambda i, text: sinks[i] and sinks[i](text)) if any(sinks) else None
-        if raw:
-            decode = engine.backend.processor.tokenizer.decode
-            stream = (lambda row, ids: on_text(row, decode(ids, skip_special_tokens=True))) if on_text else None
-            turn = engine.backend.generate(payloads, max_new_tokens=max_tokens, stream=stream, **sampling)
-            return [(text, len(ids)) for text, ids in zip(turn.texts, turn.ids)]
-        results = engines[policy].answer_batch(
+        return self.generate(policy, payloads, max_tokens, sampling, on_text)
+
+    def generate(
+        self, policy: str, payloads: list[Any], max_tokens: int, sampling: dict[str, Any], on_text: Any
+    ) -> list[tuple[Any, int]]:
+        engine = self.engines[policy]
+        results = engine.answer_batch(
             payloads, policy, batch_size=len(payloads), max_new_tokens=max_tokens, sampling=sampling, on_text=on_text
         )
-        return [(result, engines[policy].question_tokens(r.question)) for result, r in zip(results, payloads)]
+        return [(result, engine.question_tokens(r.question)) for result, r in zip(results, payloads)]
 
-    batcher = Batcher(run, config.max_batch, config.max_wait_ms, config.queue_size)
+    # -- per request, before the batcher
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI):
-        yield
-        batcher.close()
-
-    app = FastAPI(title="awares", description=__doc__, lifespan=lifespan)
-    app.state.batcher, app.state.metrics = batcher, metrics
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, err: StarletteHTTPException) -> JSONResponse:
-        return _error(err.status_code, str(err.detail))
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(_: Request, err: RequestValidationError) -> JSONResponse:
-        return _error(400, str(err))
-
-    @app.post("/v1/chat/completions")
-    async def chat(request: Request) -> Response:
-        began = time.perf_counter()
-        try:
-            response = await _answer(request, began)
-        except Exception as err:  # a bug: this request alone gets OpenAI's error JSON, the server goes on
-            response = _error(500, f"internal error: {type(err).__name__}: {err}")
-        if not isinstance(response, StreamingResponse):  # a stream is counted when it ends (_events)
-            _count(str(response.status_code), began)
-        return response
-
-    def _count(status: str, began: float) -> None:
-        metrics.requests.labels(status).inc()
-        metrics.latency.observe(time.perf_counter() - began)
-
-    def prepare(payload: Any) -> tuple[Any, Options]:
+    def prepare(self, payload: Any) -> tuple[Any, Options]:
         """The job and options of a request (raises ``BadRequest``)."""
-        options = parse_options(payload, config.model_name, SERVED_POLICIES, config.max_tokens)
-        if raw:
-            return parse_conversation(payload, config.limits), options
-        image, question = parse_chat(payload, config.limits)
+        options = parse_options(payload, self.config.model_name, SERVED_POLICIES, self.config.max_tokens)
+        image, question = parse_chat(payload, self.config.limits)
         budget = options.budget
         return EngineRequest(image, question, max_rtr=budget.max_rtr, max_crops=budget.max_crops), options
 
-    async def _body(request: Request) -> bytes:
+    def completion(self, result: Any, tokens: int) -> dict[str, Any]:
+        self.metrics.tokens.labels("used").inc(result.tokens.view + result.tokens.crops)
+        self.metrics.tokens.labels("full").inc(result.tokens.full)
+        self.metrics.rtr.observe(result.rtr)
+        return completion(result, self.config.model_name, tokens, self.engines["crops"].config.min_crop_side)
+
+    async def __call__(self, request: Request) -> Response:
+        began = time.perf_counter()
+        try:
+            response = await self._answer(request, began)
+        except Exception as err:  # a bug: this request alone gets OpenAI's error JSON, the server goes on
+            response = _error(500, f"internal error: {type(err).__name__}: {err}")
+        if not isinstance(response, StreamingResponse):  # a stream is counted when it ends (_events)
+            self._count(str(response.status_code), began)
+        return response
+
+    def _count(self, status: str, began: float) -> None:
+        self.metrics.requests.labels(status).inc()
+        self.metrics.latency.observe(time.perf_counter() - began)
+
+    async def _body(self, request: Request) -> bytes:
         """The request's body, refused (413) as soon as it passes the limit, never read whole first."""
-        limit, declared = config.max_request_bytes, request.headers.get("content-length", "0")
+        limit, declared = self.config.max_request_bytes, request.headers.get("content-length", "0")
         if declared.isdigit() and int(declared) > limit:
             raise BadRequest(413, f"the request is {int(declared):,} bytes; the limit is {limit:,}")
         body = bytearray()
@@ -215,6 +204,7 @@ def create_app(engine: Engine | dict[str, Engine], config: ServeConfig | None = 
                 raise BadRequest(413, f"the request is over {limit:,} bytes, the limit")
         return bytes(body)
 
+    @staticmethod
     def _parse(body: bytes) -> Any:
         try:
             return json.loads(body)
@@ -225,17 +215,17 @@ def create_app(engine: Engine | dict[str, Engine], config: ServeConfig | None = 
         except RecursionError as err:
             raise BadRequest(400, "the body is nested too deeply to be a chat request") from err
 
-    async def _answer(request: Request, began: float) -> Response:
+    async def _answer(self, request: Request, began: float) -> Response:
         try:
-            body = await _body(request)
-            job, options = await asyncio.to_thread(lambda: prepare(_parse(body)))
+            body = await self._body(request)
+            job, options = await asyncio.to_thread(lambda: self.prepare(self._parse(body)))
         except BadRequest as err:
             return _error(err.status, err.message)
         texts: asyncio.Queue[str] = asyncio.Queue()
         loop = asyncio.get_running_loop()
         sink = (lambda text: loop.call_soon_threadsafe(texts.put_nowait, text)) if options.stream else None
         try:
-            done = asyncio.wrap_future(batcher.submit((job, sink), options.key))
+            done = asyncio.wrap_future(self.batcher.submit((job, sink), options.key))
         except QueueFull as err:
             return _error(503, f"the server is busy ({err}); retry shortly", {"Retry-After": "1"})
         if options.stream:
@@ -245,40 +235,33 @@ def create_app(engine: Engine | dict[str, Engine], config: ServeConfig | None = 
                 first.cancel()
                 status = 400 if isinstance(done.exception(), AwaresError) else 500
                 return _error(status, str(done.exception()))
-            return StreamingResponse(_events(first, texts, done, options, began), media_type="text/event-stream")
+            events = self._events(first, texts, done, options, began)
+            return StreamingResponse(events, media_type="text/event-stream")
         try:
             result, tokens = await done
         except AwaresError as err:  # the engine refused the question (too long, control tokens)
             return _error(400, str(err))
-        return JSONResponse(_completion(result, tokens))
-
-    def _completion(result: Any, tokens: int) -> dict[str, Any]:
-        if raw:
-            return raw_completion(result, config.model_name, tokens)
-        metrics.tokens.labels("used").inc(result.tokens.view + result.tokens.crops)
-        metrics.tokens.labels("full").inc(result.tokens.full)
-        metrics.rtr.observe(result.rtr)
-        return completion(result, config.model_name, tokens, engine.config.min_crop_side)
+        return JSONResponse(self.completion(result, tokens))
 
     async def _events(
-        getter: asyncio.Future, texts: asyncio.Queue, done: asyncio.Future, options: Options, began: float
+        self, getter: asyncio.Future, texts: asyncio.Queue, done: asyncio.Future, options: Options, began: float
     ):
         """``_stream``'s events, counted in the metrics when the stream ends: 200, the status of an
         error it carried, or ``disconnect`` when the client left first."""
         status = "disconnect"
         try:
-            async for event, ending in _stream(getter, texts, done, options):
+            async for event, ending in self._stream(getter, texts, done, options):
                 status = ending
                 yield event
         finally:
-            _count(status, began)
+            self._count(status, began)
 
-    async def _stream(getter: asyncio.Future, texts: asyncio.Queue, done: asyncio.Future, options: Options):
+    async def _stream(self, getter: asyncio.Future, texts: asyncio.Queue, done: asyncio.Future, options: Options):
         """The answer as it is decoded: deltas of its text so far (whitespace at its ends held back,
         as the final answer is stripped), then the rest of the final answer, the finish, usage; an
         error after the first event ends the stream with an error event and ``[DONE]``. Yields each
         event with the status the stream has if it ends after it."""
-        completion_id, model, going = f"chatcmpl-{uuid.uuid4().hex}", config.model_name, "disconnect"
+        completion_id, model, going = f"chatcmpl-{uuid.uuid4().hex}", self.config.model_name, "disconnect"
         yield chunk(completion_id, model, {"role": "assistant", "content": ""}), going
         sent = ""
         while True:
@@ -298,7 +281,7 @@ def create_app(engine: Engine | dict[str, Engine], config: ServeConfig | None = 
         getter.cancel()
         try:
             result, tokens = done.result()
-            whole = _completion(result, tokens)
+            whole = self.completion(result, tokens)
         except Exception as err:  # the client's (400) or a bug (500): the stream ends, and says why
             status = 400 if isinstance(err, AwaresError) else 500
             yield f"data: {json.dumps(error_body(status, str(err)))}\n\n", going
@@ -314,6 +297,57 @@ def create_app(engine: Engine | dict[str, Engine], config: ServeConfig | None = 
             yield f"data: {json.dumps({**body, 'model': model, 'choices': [], 'usage': whole['usage']})}\n\n", going
         yield "data: [DONE]\n\n", "200"
 
+
+class RawChatHandler(ChatHandler):
+    """A plain VLM endpoint (``awares serve --raw``): whole conversations (any turns, several
+    images) answered in one pass by the engine's backend, without the protocol, as vLLM serves a
+    checkpoint; what ``OpenAIBackend`` runs the two turns against."""
+
+    def generate(
+        self, policy: str, payloads: list[Any], max_tokens: int, sampling: dict[str, Any], on_text: Any
+    ) -> list[tuple[Any, int]]:
+        backend = self.engines["crops"].backend
+        decode = backend.processor.tokenizer.decode
+        stream = (lambda row, ids: on_text(row, decode(ids, skip_special_tokens=True))) if on_text else None
+        turn = backend.generate(payloads, max_new_tokens=max_tokens, stream=stream, **sampling)
+        return [(text, len(ids)) for text, ids in zip(turn.texts, turn.ids)]
+
+    def prepare(self, payload: Any) -> tuple[Any, Options]:
+        options = parse_options(payload, self.config.model_name, SERVED_POLICIES, self.config.max_tokens)
+        return parse_conversation(payload, self.config.limits), options
+
+    def completion(self, result: Any, tokens: int) -> dict[str, Any]:
+        return raw_completion(result, self.config.model_name, tokens)
+
+
+def create_app(engine: Engine | dict[str, Engine], config: ServeConfig | None = None, raw: bool = False) -> FastAPI:
+    """The server app around ``engine`` (or an engine per served policy, as ``awares ask`` would run
+    each; their models run on the batcher's one worker thread); with ``raw``, ``RawChatHandler``."""
+    config = config or ServeConfig()
+    metrics = Metrics()
+    engines = engine if isinstance(engine, dict) else dict.fromkeys(SERVED_POLICIES, engine)
+    handler = (RawChatHandler if raw else ChatHandler)(engines, config, metrics)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        yield
+        handler.batcher.close()
+
+    app = FastAPI(title="awares", description=__doc__, lifespan=lifespan)
+    app.state.batcher, app.state.metrics = handler.batcher, metrics
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, err: StarletteHTTPException) -> JSONResponse:
+        return _error(err.status_code, str(err.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, err: RequestValidationError) -> JSONResponse:
+        return _error(400, str(err))
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> Response:
+        return await handler(request)
+
     @app.get("/", response_class=HTMLResponse)
     def demo() -> str:
         return DEMO_PAGE.read_text()
@@ -324,7 +358,11 @@ def create_app(engine: Engine | dict[str, Engine], config: ServeConfig | None = 
 
     @app.get("/health")
     def health() -> dict[str, Any]:
-        return {"status": "ok", "queued": batcher.queue.qsize(), "worker_alive": batcher.worker.is_alive()}
+        return {
+            "status": "ok",
+            "queued": handler.batcher.queue.qsize(),
+            "worker_alive": handler.batcher.worker.is_alive(),
+        }
 
     @app.get("/metrics")
     def prometheus() -> PlainTextResponse:

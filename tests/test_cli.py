@@ -153,3 +153,21 @@ def test_a_file_where_a_folder_belongs_and_a_folder_where_a_file_belongs_exit_2(
         err = capsys.readouterr().err
         assert ("is a file; give a folder" in err or "is a folder; give a file" in err) and "Traceback" not in err, args
     assert not list(a_folder.iterdir())  # nothing was written
+
+
+@pytest.mark.parametrize("stage", ["sft", "grpo"])
+def test_training_flags_come_from_the_config_and_zero_or_false_take_effect(tmp_path, tiny_dir, prompts, stage):
+    toml = tmp_path / "stage.toml"
+    toml.write_text(
+        "max_steps = 50\nsave_steps = 7\ngroup_by_length = true\n" if stage == "sft" else "max_steps = 50\nbeta = 0.3\n"
+    )
+    out = tmp_path / stage
+    args = ["train", stage, str(toml), "--data", str(prompts), "--model", str(tiny_dir), "--output-dir", str(out)]
+    zero = ["--no-group-by-length", "--weight-decay", "0"] if stage == "sft" else ["--beta", "0", "--group-size", "2"]
+    assert main([*args, "--max-steps", "1", "--seed", "0", *zero]) == 0
+    config = json.loads((out / "final" / "train_log.json").read_text())["config"]
+    assert config["max_steps"] == 1 and config["seed"] == 0
+    if stage == "sft":
+        assert config["group_by_length"] is False and config["weight_decay"] == 0 and config["save_steps"] == 7
+    else:
+        assert config["beta"] == 0 and config["group_size"] == 2

@@ -18,8 +18,10 @@ from .options import (
     FRACTION,
     POSITIVE,
     SEED,
+    add_config_flags,
     add_data_options,
     add_model_options,
+    config_overrides,
     crop_list,
     engine,
     engines,
@@ -247,9 +249,12 @@ def add_train(sub: Sub) -> None:
     base.add_argument("--max-steps", type=int, help="stop after this many steps instead of the config's")
     base.add_argument("--seed", type=SEED, help=SEED_HELP)
     base.set_defaults(func=train_base_command)
-    for name, func, text in [
-        ("sft", train_sft_command, "cold-start SFT on curated trajectories (tool-call turn weighted)"),
-        ("grpo", train_grpo_command, "multi-turn GRPO: correctness minus crop cost, from the SFT policy"),
+    from ..train.grpo import GRPOConfig
+    from ..train.sft import SFTConfig
+
+    for name, func, cls, text in [
+        ("sft", train_sft_command, SFTConfig, "cold-start SFT on curated trajectories (tool-call turn weighted)"),
+        ("grpo", train_grpo_command, GRPOConfig, "multi-turn GRPO: correctness minus crop cost, from the SFT policy"),
     ]:
         stage = stages.add_parser(name, help=text)
         stage.add_argument("config", nargs="?", type=existing_file, help="TOML config (default: built-in defaults)")
@@ -257,6 +262,7 @@ def add_train(sub: Sub) -> None:
         stage.add_argument("--model", help="checkpoint to start from: a folder or a hub id")
         stage.add_argument("--output-dir", type=folder)
         stage.add_argument("--seed", type=SEED, help=SEED_HELP)
+        add_config_flags(stage, cls, {"data", "model", "output_dir", "seed"})
         stage.set_defaults(func=func)
 
 
@@ -268,8 +274,9 @@ def train_base_command(args: argparse.Namespace) -> None:
 
 
 def _stage_config(cls: Any, args: argparse.Namespace) -> Any:
-    """A training config from ``args.config`` (TOML) with --data, --model, --output-dir and --seed on top."""
-    return _seeded(cls.load(args.config, data=args.data, model=args.model, output_dir=args.output_dir), args)
+    """A training config from ``args.config`` (TOML) with every option given on the command line on
+    top, zeros and false included."""
+    return cls.load(args.config).with_values(config_overrides(args, cls), "the command line")
 
 
 def train_sft_command(args: argparse.Namespace) -> None:

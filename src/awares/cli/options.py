@@ -4,8 +4,11 @@ runtime options, and the engines they build."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import typing
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from ..crops import CROP_IDS
 from ..errors import InputError
@@ -185,3 +188,27 @@ def engines(args: argparse.Namespace, policies: Sequence[str]) -> dict[str, Engi
         if key not in by_source:
             by_source[key] = engine(args, policy)
     return {policy: by_source[str(model_source(args, policy))] for policy in policies}
+
+
+def add_config_flags(parser: argparse.ArgumentParser, cls: type, given: dict[str, Any]) -> None:
+    """A ``--field-name`` flag for each scalar field of the config dataclass ``cls`` that ``given``
+    does not already define (as TRL's and vLLM's parsers do): its type, its choices where it has
+    some, ``--flag/--no-flag`` for a bool, the default shown; an unset flag leaves the TOML's value."""
+    hints = typing.get_type_hints(cls)
+    group = parser.add_argument_group(f"{cls.__name__} (override the TOML's values)")
+    for field in dataclasses.fields(cls):
+        kind, flag = hints[field.name], "--" + field.name.replace("_", "-")
+        if field.name in given or field.default is dataclasses.MISSING:
+            continue
+        shown = f"default: {field.default!r}"
+        if kind is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=shown)
+        elif typing.get_origin(kind) is typing.Literal:
+            group.add_argument(flag, choices=typing.get_args(kind), default=None, help=shown)
+        elif kind in (int, float, str):
+            group.add_argument(flag, type=kind, default=None, metavar=kind.__name__.upper(), help=shown)
+
+
+def config_overrides(args: argparse.Namespace, cls: type) -> dict[str, Any]:
+    """The fields of ``cls`` the command line sets (0 and false included)."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name, None) is not None}

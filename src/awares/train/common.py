@@ -60,13 +60,11 @@ class TomlConfig:
 
     @classmethod
     def load(cls, path: str | Path | None, **overrides: Any):
-        """The config of the TOML file ``path`` (the defaults when empty), with the non-empty
-        ``overrides`` set on top (command-line options, paths a pipeline chooses)."""
+        """The config of the TOML file ``path`` (the defaults when empty), with the ``overrides``
+        that are not None set on top (command-line options, paths a pipeline chooses): 0 and false
+        take effect."""
         config = cls.from_toml(path) if path else cls()
-        for key, value in overrides.items():
-            if value:
-                setattr(config, key, value)
-        return config
+        return config.with_values({k: v for k, v in overrides.items() if v is not None}, "overrides")
 
     def with_values(self, values: dict[str, Any], source: str = "overrides"):
         """A copy with ``values`` set (checked as a TOML file's keys are); ``source`` names them in errors."""

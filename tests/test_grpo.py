@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import pytest
 import torch
@@ -176,6 +177,21 @@ def test_two_grpo_steps_log_save_and_resume(tmp_path, tiny_dir, prompts):
     ).image_processor.merge_size == before.image_processor.merge_size
     config.max_steps = 3
     train_grpo(config)  # resumes after step 2
+    log = [json.loads(line) for line in (tmp_path / "grpo" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3]
+    assert json.loads((final / "train_log.json").read_text())["resumed_from_step"] == 2
+
+
+def test_grpo_resumes_from_the_last_whole_checkpoint_past_a_stray_and_a_partial_folder(tmp_path, tiny_dir, prompts):
+    config = tiny_grpo(tmp_path, tiny_dir, prompts, max_steps=2, save_steps=1)
+    train_grpo(config)
+    checkpoints = tmp_path / "grpo" / "checkpoints"
+    shutil.copytree(checkpoints / "step-1", checkpoints / "step-1.bak")  # a user's backup
+    (checkpoints / "step-3").mkdir()  # a save cut short: nothing in it
+    (checkpoints / "step-4").mkdir()
+    (checkpoints / "step-4" / "model.safetensors").write_bytes(b"")  # and one cut halfway
+    config.max_steps = 3
+    final = train_grpo(config)
     log = [json.loads(line) for line in (tmp_path / "grpo" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3]
     assert json.loads((final / "train_log.json").read_text())["resumed_from_step"] == 2

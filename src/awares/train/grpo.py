@@ -227,8 +227,16 @@ def _checkpoint(out: Path, step: int) -> Path:
 
 
 def _saved_steps(out: Path) -> list[int]:
-    """The steps whose state is saved under ``out/checkpoints``, in order."""
-    return sorted(int(p.name.split("-")[1]) for p in (out / "checkpoints").glob("step-*"))
+    """The steps whose state is saved whole under ``out/checkpoints`` (``step-N`` holding the model,
+    optimizer and random state ``accelerator.save_state`` writes), in order: a stray folder
+    (``step-1.bak``) or one an interrupted save left short is passed over."""
+    steps = (p for p in (out / "checkpoints").glob("step-*") if p.name.removeprefix("step-").isdigit())
+    return sorted(int(p.name.removeprefix("step-")) for p in steps if _complete(p))
+
+
+def _complete(checkpoint: Path) -> bool:
+    weights = [*checkpoint.glob("model*.safetensors"), *checkpoint.glob("pytorch_model*.bin")]
+    return bool(weights) and (checkpoint / "optimizer.bin").is_file() and any(checkpoint.glob("random_states*"))
 
 
 def _resume(out: Path, accelerator: Accelerator) -> int:

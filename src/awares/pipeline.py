@@ -25,7 +25,7 @@ from .evaluate import evaluate
 from .models import HFBackend
 from .runtime import Engine, RuntimeConfig
 from .train.base import BaseTrainConfig, train_base
-from .train.common import TomlConfig
+from .train.config import TomlConfig
 from .train.grpo import GRPOConfig, train_grpo
 from .train.sft import SFTConfig, train_sft
 

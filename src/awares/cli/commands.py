@@ -249,8 +249,7 @@ def add_train(sub: Sub) -> None:
     base.add_argument("--max-steps", type=int, help="stop after this many steps instead of the config's")
     base.add_argument("--seed", type=SEED, help=SEED_HELP)
     base.set_defaults(func=train_base_command)
-    from ..train.grpo import GRPOConfig
-    from ..train.sft import SFTConfig
+    from ..train.config import GRPOConfig, SFTConfig
 
     for name, func, cls, text in [
         ("sft", train_sft_command, SFTConfig, "cold-start SFT on curated trajectories (tool-call turn weighted)"),

@@ -33,7 +33,8 @@ from ..models.families import family_of
 from ..models.processor import save_processor
 from ..protocol import Message, turn1_messages
 from .collate import ChatCollator
-from .common import SamplerTrainer, TomlConfig, last_checkpoint, rank_digests, training_arguments, write_train_log
+from .common import SamplerTrainer, last_checkpoint, rank_digests, training_arguments, write_train_log
+from .config import TomlConfig
 
 
 @dataclass

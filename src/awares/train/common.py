@@ -5,8 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tomllib
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -16,89 +15,7 @@ from transformers import AutoConfig, AutoModelForImageTextToText, Trainer, Train
 
 from ..errors import ConfigError
 from ..models.families import family_of
-
-
-def _read_extended(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, tuple[Any, Path]]:
-    """The keys of the TOML file ``path``, each with the file that set it (for errors that name the
-    right file). ``extends = "other.toml"`` (relative to the file) starts from that file's keys, and
-    each key set here replaces the other's whole (a table too), so an ablation states only what it
-    changes. A missing or unreadable file, or a loop, is a ``ConfigError``."""
-    try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
-        raise ConfigError(f"cannot read config {path}: {err}") from err
-    parent = data.pop("extends", None)
-    own = {key: (value, path) for key, value in data.items()}
-    if parent is None:
-        return own
-    if not isinstance(parent, str):
-        raise ConfigError(f"{path}: extends must name a TOML file, not {parent!r}")
-    here = path.resolve()
-    if here in seen:
-        raise ConfigError(f"{path}: extends loops back to itself ({' -> '.join(str(p) for p in (*seen, here))})")
-    return _read_extended(path.parent / parent, (*seen, here)) | own
-
-
-class TomlConfig:
-    """Mixin for config dataclasses: ``from_toml`` (unknown keys are errors, not silently ignored)."""
-
-    @classmethod
-    def from_toml(cls, path: str | Path):
-        """The config in ``path`` (see ``_read_extended`` for ``extends``); a file that is missing, not TOML,
-        names unknown keys or holds a bad value raises ``ConfigError`` (the CLI exits 2 with its message)."""
-        entries = _read_extended(Path(path))
-        known = {f.name for f in fields(cls)}
-        unknown: dict[Path, list[str]] = {}
-        for key in sorted(set(entries) - known):
-            unknown.setdefault(entries[key][1], []).append(key)
-        if unknown:
-            raise ConfigError("; ".join(f"unknown keys in {file}: {', '.join(keys)}" for file, keys in unknown.items()))
-        try:
-            return cls(**{key: value for key, (value, _) in entries.items()})
-        except ValueError as err:
-            raise ConfigError(f"{path}: {err}") from err
-
-    @classmethod
-    def load(cls, path: str | Path | None, **overrides: Any):
-        """The config of the TOML file ``path`` (the defaults when empty), with the ``overrides``
-        that are not None set on top (command-line options, paths a pipeline chooses): 0 and false
-        take effect."""
-        config = cls.from_toml(path) if path else cls()
-        return config.with_values({k: v for k, v in overrides.items() if v is not None}, "overrides")
-
-    def with_values(self, values: dict[str, Any], source: str = "overrides"):
-        """A copy with ``values`` set (checked as a TOML file's keys are); ``source`` names them in errors."""
-        unknown = set(values) - {f.name for f in fields(self)}
-        if unknown:
-            raise ConfigError(f"unknown keys in {source}: {', '.join(sorted(unknown))}")
-        try:
-            return replace(self, **values)
-        except (TypeError, ValueError) as err:
-            raise ConfigError(f"{source}: {err}") from err
-
-
-@dataclass
-class WeightOptions:
-    """Which weights a trainer updates and their dtype: all, or a PEFT LoRA on the language model's
-    attention (the vision tower untouched), the vision tower frozen or not. Saved checkpoints are
-    plain (LoRA merged). ``bfloat16`` with ``lora`` is the setting for a 7B checkpoint on one GPU."""
-
-    dtype: str = "float32"  # float32, bfloat16 or float16
-    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory
-    freeze_vision: bool = False
-    lora: bool = False
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
-    # Module names LoRA adapts in the language model; empty: every layer kind's projections, as the
-    # model's family names them (models.families: a hybrid family's linear-attention layers too)
-    lora_targets: list[str] = field(default_factory=list)
-
-    def torch_dtype(self) -> torch.dtype:
-        dtype = getattr(torch, self.dtype, None)
-        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-            raise ValueError(f"dtype must be float32, bfloat16 or float16, not {self.dtype!r}")
-        return dtype
+from .config import WeightOptions
 
 
 def load_trainable(path: str | Path, options: WeightOptions) -> Any:

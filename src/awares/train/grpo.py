@@ -17,7 +17,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args, get_type_hints
+from typing import Any
 
 import torch
 from accelerate import Accelerator
@@ -34,70 +34,10 @@ from ..models.processor import save_processor
 from ..protocol import Message
 from ..runtime import Engine, Request, Result, RuntimeConfig
 from .collate import IGNORE_INDEX, ChatCollator
-from .common import TomlConfig, WeightOptions, load_trainable, per_process, plain, rank_digests
-from .rewards import CorrectnessReward, CostMode, CropCostReward, EvidenceReward, FormatReward
+from .common import load_trainable, per_process, plain, rank_digests
+from .config import GRPOConfig
+from .rewards import CorrectnessReward, CropCostReward, EvidenceReward, FormatReward
 from .select import StepScorer, best_step, step_scores
-
-
-@dataclass
-class GRPOConfig(WeightOptions, TomlConfig):
-    """The GRPO run; loadable from TOML (`configs/grpo.toml`). Paper values where they fit.
-
-    With ``lora = true`` the reference is the policy with its adapter switched off, not a second
-    copy of the model: with ``dtype = "bfloat16"`` that is what fits a 7B policy on one GPU."""
-
-    data: str = "runs/curate/trajectories.jsonl"  # prompts: image, question, answers, label
-    model: str = "runs/sft/final"  # policy init and frozen reference
-    output_dir: str = "runs/grpo"
-    max_steps: int = 60
-    prompts_per_step: int = 4
-    group_size: int = 8  # G rollouts per prompt
-    temperature: float = 1.0
-    max_new_tokens: int = 16
-    learning_rate: float = 2e-5
-    beta: float = 0.05  # KL to the reference
-    clip_epsilon: float = 0.2
-    num_iterations: int = 1  # policy updates per batch of rollouts
-    micro_batch_size: int = 16  # conversations per forward/backward pass in the update
-    rollout_batch_size: int = 64  # conversations generated together
-    max_grad_norm: float = 1.0
-    miss_penalty: float = 2.0
-    call_cost: float = 0.25
-    # The paper's 0.01 x ||C||, with the requested area in percent of the image: a quadrant costs
-    # 0.25 + 0.25, `all` 0.25 + 1.0. As a fraction (0.01 x 0..1) `all` cost about what a quadrant
-    # costs, and a policy that asked for everything lost nothing.
-    area_cost: float = 1.0
-    cost_mode: CostMode = "area"
-    format_bonus: float = 0.0
-    # Not the paper's: minus this for a call whose crops hold less than 90% of the oracle's evidence
-    # boxes (trajectory rows' `boxes`), so a crop that clips the evidence but keeps the answer no
-    # longer earns what the evidence's own cover earns. 0 = the paper's reward.
-    evidence_penalty: float = 0.0
-    # What a malformed call does in rollouts: count as the (wrong) answer, or fetch `all` (the
-    # runtime's default at inference). With "all" a policy reached the whole image by writing a
-    # broken call (seen at 200 steps).
-    on_malformed: Literal["all", "answer"] = "answer"
-    # True: each step draws as many `crop` as `direct` prompts, a guard against tool-use collapse.
-    # False (the paper): the curated mix, which did not collapse here and let GRPO drop needless calls.
-    balance_labels: bool = False
-    seed: int = 0
-    save_steps: int = 20
-    # Held-out data (a `--data` spec) each saved step's policy is scored on (train/select.py), and
-    # whether `final` is the best scored step instead of the last.
-    eval_data: str = ""
-    eval_batch_size: int = 8
-    load_best_model_at_end: bool = False
-
-    def __post_init__(self) -> None:
-        hints = get_type_hints(type(self))
-        for name in ("cost_mode", "on_malformed"):
-            allowed = get_args(hints[name])
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, not {getattr(self, name)!r}")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be positive for sampled rollouts, not {self.temperature}")
-        if self.load_best_model_at_end and not self.eval_data:
-            raise ValueError("load_best_model_at_end needs eval_data: the split the best step is chosen on")
 
 
 @dataclass

@@ -13,12 +13,11 @@ an optional grounding term outside the paper's recipe.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from ..crops import DEFAULT_MIN_CROP_SIDE, HIT_COVERAGE, covers_evidence
 from ..curate.judge import Judge, RuleJudge
-
-CostMode = Literal["area", "per-crop", "tokens"]
+from .config import CostMode
 
 
 @dataclass

@@ -8,7 +8,6 @@ weights. The collator builds labels and weights; ``WeightedLossTrainer`` applies
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +29,6 @@ from ..protocol import Message
 from .collate import IGNORE_INDEX, ChatCollator
 from .common import (
     SamplerTrainer,
-    TomlConfig,
-    WeightOptions,
     last_checkpoint,
     load_trainable,
     plain,
@@ -39,35 +36,7 @@ from .common import (
     training_arguments,
     write_train_log,
 )
-
-
-@dataclass
-class SFTConfig(WeightOptions, TomlConfig):
-    """The SFT run; loadable from TOML (`configs/sft.toml`). Defaults: the paper's recipe
-    (which trains a LoRA: ``lora = true`` for a real checkpoint)."""
-
-    data: str = "runs/curate/trajectories.jsonl"
-    model: str = ""  # checkpoint to start from; empty: the embedded base model
-    output_dir: str = "runs/sft"
-    epochs: float = 2.0
-    max_steps: int = -1  # > 0 overrides epochs
-    batch_size: int = 8
-    gradient_accumulation_steps: int = 1  # the paper's effective batch is 128
-    learning_rate: float = 1e-4
-    warmup_ratio: float = 0.05
-    weight_decay: float = 0.001
-    call_weight: float = 5.0  # loss weight of the tool-call turn's tokens
-    # Loss weight of the crop-id tokens inside a call (0: as the rest of the call). Where to look
-    # is one token among the call's and the answer's; weighting the whole call instead (50) made
-    # the policy call on most global questions.
-    crop_weight: float = 0.0
-    seed: int = 0
-    workers: int = 0  # data-loading processes beside training (collation included); 0: in the main process
-    # Batches of trajectories with similar visual-token counts (transformers' LengthGroupedSampler),
-    # for less padding; false: random batches.
-    group_by_length: bool = False
-    logging_steps: int = 10
-    save_steps: int = 200
+from .config import SFTConfig
 
 
 class TrajectoryDataset(Dataset):

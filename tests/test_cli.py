@@ -1,7 +1,6 @@
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 from PIL import Image
@@ -74,17 +73,13 @@ def test_user_errors_exit_2_with_a_message_and_no_traceback(tmp_path, tiny_dir, 
         assert message in err and "Traceback" not in err, (args, err)
 
 
-def test_installed_entry_point(tmp_path, tiny_dir):
-    env = {**os.environ, "AWARES_HOME": str(tmp_path)}
-    help_text = subprocess.run(["awares", "--help"], capture_output=True, text=True, env=env, check=True).stdout
+def test_installed_entry_point(tmp_path, capsys):
+    assert main(["--help"]) == 0
+    help_text = capsys.readouterr().out
     for command in ["ask", "demo", "build-tiny"]:
         assert command in help_text
-    bad = subprocess.run(
-        [sys.executable, "-m", "awares.cli", "ask", str(tmp_path / "x.png"), "q"],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
+    env = {**os.environ, "AWARES_HOME": str(tmp_path)}  # the console script pip installed, in a process of its own
+    bad = subprocess.run(["awares", "ask", str(tmp_path / "x.png"), "q"], capture_output=True, text=True, env=env)
     assert bad.returncode == 2 and "does not exist" in bad.stderr and "Traceback" not in bad.stderr
 
 

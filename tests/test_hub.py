@@ -48,26 +48,65 @@ def hub_home(tmp_path_factory, tiny_dir):
     return home
 
 
-def awares(hub_home, tmp_path, *args):
-    env = {**os.environ, "HF_HOME": str(hub_home), "HF_HUB_OFFLINE": "1", "AWARES_HOME": str(tmp_path / "cache")}
-    command = [sys.executable, "-m", "awares.cli", *map(str, args)]
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+# One process for every command of this module, run with the hub cache's environment (huggingface_hub
+# and datasets read it when imported): one interpreter start instead of one per command.
+CHILD = """
+import contextlib, io, json, sys
+from awares.cli import main
+done = []
+for args in json.loads(sys.argv[1]):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(args)
+    done.append([code, out.getvalue(), err.getvalue()])
+print(json.dumps(done))
+"""
 
 
-def test_ask_answers_with_a_model_named_by_its_hub_id(hub_home, tmp_path):
-    scene().save(tmp_path / "page.png")
-    done = awares(hub_home, tmp_path, "ask", tmp_path / "page.png", "What is written?", "--model", MODEL_ID, "--json")
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout)
+@pytest.fixture(scope="module")
+def runs(hub_home, tmp_path_factory):
+    """Each command's ``(exit code, stdout, stderr)``, by name, all run offline in one process."""
+    root = tmp_path_factory.mktemp("hub_runs")
+    scene().save(root / "page.png")
+    page = str(root / "page.png")
+    commands = {
+        "ask": ["ask", page, "What is written?", "--model", MODEL_ID, "--json"],
+        "missing": ["ask", page, "q", "--model", "awares-test/not-cached"],
+        "table1": [
+            "eval",
+            "--table1",
+            "--model",
+            MODEL_ID,
+            "--policy",
+            "low",
+            "--limit",
+            "2",
+            "--out",
+            str(root / "t1"),
+        ],
+        "task": ["eval", "--task", "docvqa", "--model", MODEL_ID, "--policy", "full", "--out", str(root / "task")],
+    }
+    env = {**os.environ, "HF_HOME": str(hub_home), "HF_HUB_OFFLINE": "1", "AWARES_HOME": str(root / "cache")}
+    child = subprocess.run(
+        [sys.executable, "-c", CHILD, json.dumps(list(commands.values()))],
+        capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+    assert child.returncode == 0, child.stderr
+    return {"root": root, **dict(zip(commands, json.loads(child.stdout.splitlines()[-1])))}
+
+
+def test_ask_answers_with_a_model_named_by_its_hub_id(runs):
+    code, out, err = runs["ask"]
+    assert code == 0, err
+    result = json.loads(out)
     assert result["policy"] == "crops" and isinstance(result["answer"], str) and result["tokens"]["full"] > 0
 
 
-def test_a_hub_id_missing_from_the_cache_offline_exits_2_saying_what_to_set(hub_home, tmp_path):
-    scene().save(tmp_path / "page.png")
-    done = awares(hub_home, tmp_path, "ask", tmp_path / "page.png", "q", "--model", "awares-test/not-cached")
-    assert done.returncode == 2
-    assert "HF_HUB_OFFLINE" in done.stderr and "awares-test/not-cached" in done.stderr
-    assert "Traceback" not in done.stderr
+def test_a_hub_id_missing_from_the_cache_offline_exits_2_saying_what_to_set(runs):
+    code, _, err = runs["missing"]
+    assert code == 2
+    assert "HF_HUB_OFFLINE" in err and "awares-test/not-cached" in err
+    assert "Traceback" not in err
 
 
 def test_a_revision_needs_a_hub_id(tmp_path, tiny_dir, capsys):
@@ -76,23 +115,20 @@ def test_a_revision_needs_a_hub_id(tmp_path, tiny_dir, capsys):
     assert "needs a hub id" in capsys.readouterr().err
 
 
-def test_every_table1_benchmark_loads_its_cached_hub_copy_with_no_data_folder(hub_home, tmp_path):
-    out = tmp_path / "out"
-    done = awares(
-        hub_home, tmp_path, "eval", "--table1", "--model", MODEL_ID, "--policy", "low", "--limit", "2", "--out", out
-    )
-    assert done.returncode == 0, done.stderr
+def test_every_table1_benchmark_loads_its_cached_hub_copy_with_no_data_folder(runs):
+    code, _, err = runs["table1"]
+    assert code == 0, err
+    out = runs["root"] / "t1"
     for task in TASKS:
         assert (out / task / "low.jsonl").read_text().count("\n") == 2
     table = (out / "table1.md").read_text()
     assert all(f"{name} acc" in table for name in ("ChartQA", "DocVQA", "OCRBench", "POPE", "RealWorldQA", "V*"))
 
 
-def test_a_single_task_from_the_hub(hub_home, tmp_path):
-    out = tmp_path / "out"
-    done = awares(hub_home, tmp_path, "eval", "--task", "docvqa", "--model", MODEL_ID, "--policy", "full", "--out", out)
-    assert done.returncode == 0, done.stderr
-    assert "docvqa" in done.stdout and (out / "full.jsonl").read_text().count("\n") == 2
+def test_a_single_task_from_the_hub(runs):
+    code, out, err = runs["task"]
+    assert code == 0, err
+    assert "docvqa" in out and (runs["root"] / "task" / "full.jsonl").read_text().count("\n") == 2
 
 
 def test_hub_ids_are_org_slash_name_and_never_an_existing_path(tmp_path, monkeypatch):

@@ -166,3 +166,26 @@ def test_training_flags_come_from_the_config_and_zero_or_false_take_effect(tmp_p
         assert config["group_by_length"] is False and config["weight_decay"] == 0 and config["save_steps"] == 7
     else:
         assert config["beta"] == 0 and config["group_size"] == 2
+
+
+def test_ask_names_crops_as_ids_with_their_regions(tiny_dir, image_path, capsys):
+    args = ["ask", str(image_path), "q", "--model", str(tiny_dir), "--policy", "oracle", "--crops", "0,5"]
+    assert main([*args, "--max-new-tokens", "3"]) == 0
+    assert "crops: [0] top-left, [5] top " in capsys.readouterr().out
+    assert (
+        main(["ask", str(image_path), "q", "--model", str(tiny_dir), "--policy", "low", "--max-new-tokens", "3"]) == 0
+    )
+    assert "crops: none" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("command", "shown"),
+    [
+        ("serve", ["--port PORT           default: 8000", "--host HOST           default: 127.0.0.1"]),
+        ("curate", ["--judge {rule,llm}    default: rule", "(default: runs/curate)", "(default: gt)"]),
+    ],
+)
+def test_help_pages_show_defaults(command, shown, capsys):
+    assert main([command, "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert all(" ".join(s.split()) in text for s in shown)

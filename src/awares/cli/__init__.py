@@ -13,14 +13,39 @@ from .commands import COMMANDS
 __all__ = ["build_parser", "main"]
 
 
+class _ShowDefaults(argparse.HelpFormatter):
+    """Help that ends each option's text with its default, where it has one and does not say it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in text or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)".strip()
+
+
+class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _ShowDefaults)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="awares", description="Resolution-aware VLM inference with high-res crops on demand."
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="awares", description="Resolution-aware VLM inference with high-res crops on demand.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for add in COMMANDS:
         add(sub)
+    _help_everywhere(parser)
     return parser
+
+
+def _help_everywhere(parser: argparse.ArgumentParser) -> None:
+    """Give every option with a default a help entry, so that the default shows where it has no text."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _help_everywhere(child)
+        elif action.help is None and action.default not in (None, False, argparse.SUPPRESS):
+            action.help = "default: %(default)s"
 
 
 def _end_process_group() -> None:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..crops import CROP_NAMES
 from ..data.benchmarks import TASKS
 from ..data.synthetic import SPLIT_OFFSETS
 from ..errors import InputError
@@ -37,13 +38,18 @@ Sub = Any  # argparse's subparsers action
 SEED_HELP = "the run's seed instead of the config's (views, batches, rollouts): repeat a recipe over seeds"
 
 
+def _crop_names(crop_ids: tuple[str, ...]) -> str:
+    """Crop ids as ids with their regions (``[0] top-left, [5] top``): a bare ``0`` reads as a count."""
+    return ", ".join(f"[{c}] {CROP_NAMES.get(c, 'whole image')}" for c in crop_ids) or "none"
+
+
 def _describe(result: Result) -> str:
     t = result.tokens
     times = "  ".join(f"turn{i + 1} {s:.3f}s" for i, s in enumerate(result.seconds))
     return "\n".join(
         [
             f"answer: {result.answer}",
-            f"policy: {result.policy}  parse: {result.parse_status}  crops: {', '.join(result.crops) or '-'}"
+            f"policy: {result.policy}  parse: {result.parse_status}  crops: {_crop_names(result.crops)}"
             + (f"  ({result.parse_error})" if result.parse_error else ""),
             f"visual tokens: view {t.view} + crops {t.crops} of full {t.full}  RTR {result.rtr:.3f}",
             f"time: {times}",

@@ -171,7 +171,7 @@ def test_training_flags_come_from_the_config_and_zero_or_false_take_effect(tmp_p
 def test_ask_names_crops_as_ids_with_their_regions(tiny_dir, image_path, capsys):
     args = ["ask", str(image_path), "q", "--model", str(tiny_dir), "--policy", "oracle", "--crops", "0,5"]
     assert main([*args, "--max-new-tokens", "3"]) == 0
-    assert "crops: [0] top-left, [5] top " in capsys.readouterr().out
+    assert "crops: [0] top-left, [5] top\n" in capsys.readouterr().out
     assert (
         main(["ask", str(image_path), "q", "--model", str(tiny_dir), "--policy", "low", "--max-new-tokens", "3"]) == 0
     )

@@ -50,7 +50,7 @@ def test_the_demo_page_shows_the_answer_and_highlights_the_crop_asked_for(tmp_pa
     scene(448, 336).save(tmp_path / "photo.png")
     try:
         with answered(server, tmp_path / "photo.png", "What is written on the label?") as page:
-            assert page.inner_text("#crops") == "1" and page.inner_text("#answer") != ""
+            assert page.inner_text("#crops") == "[1] top-right" and page.inner_text("#answer") != ""
             assert "of 192 for the full image" in page.inner_text("#tokens")
             # the crop the model received, at full resolution: the top-right quarter of 448x336
             sizes = page.eval_on_selector_all("#crop-images canvas", "cs => cs.map(c => [c.width, c.height])")

@@ -26,7 +26,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..crops import CROP_NAMES, crop_box
+from ..crops import ALL, CROP_NAMES, crop_box
 from ..errors import AwaresError
 from ..runtime import SERVED_POLICIES, Engine, Result
 from ..runtime import Request as EngineRequest
@@ -120,6 +120,7 @@ def completion(result: Result, model: str, question_tokens: int, min_crop_side: 
             "image_size": list(result.image_size),
             # every crop's box on the full image (what the demo page draws over the low-res view)
             "crop_boxes": {c: list(crop_box(c, *result.image_size, min_crop_side).as_tuple()) for c in CROP_NAMES},
+            "crop_names": {**CROP_NAMES, ALL: "whole image"},  # what each crop id names, for people
             "rtr": result.rtr,
             "tokens": {"view": result.tokens.view, "crops": result.tokens.crops, "full": result.tokens.full},
             "seconds": result.seconds,

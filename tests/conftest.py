@@ -20,6 +20,7 @@ from PIL import Image, ImageDraw
 from awares.crops import extract_crops, low_res_view
 from awares.curate import ImageStore, trajectory
 from awares.data.synthetic import generate
+from awares.evaluate.tasks import HME
 from awares.models import HFBackend, TinyConfig, build_tiny
 from awares.models.families import FAMILIES
 from awares.protocol import images_of
@@ -128,6 +129,36 @@ def from_scratch_logits(backend, ids, mask, conversations):
             mm_token_type_ids=(ids == backend.image_token_id).int(),
         )
     return out.logits[:, -1]
+
+
+QUESTION_RWQA = (
+    "Which vehicle is closest?\nA. red car\nB. blue car\n"
+    "Please answer directly with only the letter of the correct option and nothing else."
+)
+
+
+def images(n):
+    return [Image.new("RGB", (224 + 28 * i, 196), (40 * i, 90, 200)) for i in range(n)]
+
+
+def columns(task):
+    """Two rows of ``task`` in the column layout of the copy lmms-eval reads."""
+    return {
+        "chartqa": {"type": ["human_test", "augmented_test"], "question": ["Peak value?", "Is it rising?"],
+                    "answer": ["10", "Yes"]},
+        "docvqa": {"questionId": [101, 102], "question": ["Who signed?", "Total?"],
+                   "question_types": [["form"], ["table"]], "answers": [["John", "Jon"], ["12"]]},
+        "ocrbench": {"dataset": ["IIIT5K", "HME100k"], "question": ["What is written?", "Write the formula."],
+                     "question_type": ["Regular Text Recognition", HME], "answer": [["hello"], ["x^2"]]},
+        "pope": {"id": ["0", "1"], "question_id": ["7", "8"],
+                 "question": ["Is there a dog in the image? ", "Is there a cat?"],
+                 "answer": ["yes", "no"], "category": ["adversarial", "popular"]},
+        "realworldqa": {"question": [QUESTION_RWQA, QUESTION_RWQA], "answer": ["B", "A"]},
+        "vstar": {"text": ["What is the color of the cup? (A) red (B) blue (C) green (D) white",
+                           "Is the cat left of the dog? (A) yes (B) no"],
+                  "label": ["B", "A"], "category": ["direct_attributes", "relative_position"],
+                  "question_id": ["q1", "q2"]},
+    }[task]  # fmt: skip
 
 
 class ForcedCalls:

@@ -14,8 +14,7 @@ from awares.cli import main
 from awares.data.benchmarks import ROW_TO_FIELDS, TASKS
 from awares.hub import is_repo_id
 
-from .conftest import scene
-from .test_tasks import columns, images
+from .conftest import columns, images, scene
 
 MODEL_ID = "awares-test/tiny-vlm"
 

@@ -12,36 +12,7 @@ from awares.evaluate import evaluate, score, task_metrics
 from awares.evaluate.tasks import HME, relaxed_correctness, vstar_letter
 from awares.runtime import Engine, RuntimeConfig
 
-from .conftest import Scripted
-
-QUESTION_RWQA = (
-    "Which vehicle is closest?\nA. red car\nB. blue car\n"
-    "Please answer directly with only the letter of the correct option and nothing else."
-)
-
-
-def images(n):
-    return [Image.new("RGB", (224 + 28 * i, 196), (40 * i, 90, 200)) for i in range(n)]
-
-
-def columns(task):
-    """Two rows of ``task`` in the column layout of the copy lmms-eval reads."""
-    return {
-        "chartqa": {"type": ["human_test", "augmented_test"], "question": ["Peak value?", "Is it rising?"],
-                    "answer": ["10", "Yes"]},
-        "docvqa": {"questionId": [101, 102], "question": ["Who signed?", "Total?"],
-                   "question_types": [["form"], ["table"]], "answers": [["John", "Jon"], ["12"]]},
-        "ocrbench": {"dataset": ["IIIT5K", "HME100k"], "question": ["What is written?", "Write the formula."],
-                     "question_type": ["Regular Text Recognition", HME], "answer": [["hello"], ["x^2"]]},
-        "pope": {"id": ["0", "1"], "question_id": ["7", "8"],
-                 "question": ["Is there a dog in the image? ", "Is there a cat?"],
-                 "answer": ["yes", "no"], "category": ["adversarial", "popular"]},
-        "realworldqa": {"question": [QUESTION_RWQA, QUESTION_RWQA], "answer": ["B", "A"]},
-        "vstar": {"text": ["What is the color of the cup? (A) red (B) blue (C) green (D) white",
-                           "Is the cat left of the dog? (A) yes (B) no"],
-                  "label": ["B", "A"], "category": ["direct_attributes", "relative_position"],
-                  "question_id": ["q1", "q2"]},
-    }[task]  # fmt: skip
+from .conftest import QUESTION_RWQA, Scripted, columns, images
 
 
 def save(task, root):

@@ -37,7 +37,7 @@ POSITIVE = number(int, 1)
 FRACTION = number(float, 0.0, 1.0)  # [0, 1]
 SCALE = number(float, 0.0, 1.0, low_open=True)  # (0, 1]
 COUNT = number(int, 0)
-SEED = number(int, 0)
+SEED = COUNT
 
 
 def folder(text: str) -> str:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from ..crops import CROP_IDS, CROP_NAMES, Box, boxes_to_crops, coverage, extract_crops
+from ..crops import CROP_NAMES, Box, boxes_to_crops, coverage, extract_crops
 from ..errors import InputError
 from ..images import load_image
 from ..models.decoding import NO_CALL
@@ -96,7 +96,7 @@ def _affordable(
     full resolution (RTR <= 1). None where the view is already the whole image's cost."""
     grid, side = engine.grid, engine.config.min_crop_side
     left = grid.tokens(*image.size) - grid.tokens(*view.size)
-    cost = {c: grid.tokens(*extract_crops(image, [c], side)[0].size) for c in CROP_IDS}
+    cost = engine.crop_costs(image)
     if sum(cost[c] for c in crop_ids) > left:
         subsets = [s for n in (1, 2, 3) for s in combinations(CROP_NAMES, n) if sum(cost[c] for c in s) <= left]
         share = {s: coverage([box], s, *image.size, min_side=side) for s in subsets}

@@ -383,7 +383,7 @@ class Engine:
     def call_limit(self, request: Request, image: Image.Image, view: Image.Image) -> CallLimit:
         """What ``request``'s call may fetch on ``image`` after ``view``: its budget in tokens and
         crops, each crop's cost on this image. ``InputError`` for a budget under the view's own share."""
-        grid, side = self.grid, self.config.min_crop_side
+        grid = self.grid
         max_rtr, max_crops = _budget_of(request, self.config)
         if max_rtr is None and max_crops is None:
             return CallLimit()
@@ -396,9 +396,12 @@ class Engine:
                     f"max_rtr {max_rtr:g} is below the low-res view's own share of this image's visual "
                     f"tokens ({seen / full:.3f}); ask for at least that"
                 )
-        boxes = {c: crop_box(c, *image.size, min_side=side) for c in CROP_IDS}
-        costs = {c: grid.tokens(box.width, box.height) for c, box in boxes.items()}
-        return CallLimit(costs, tokens, max_crops)
+        return CallLimit(self.crop_costs(image), tokens, max_crops)
+
+    def crop_costs(self, image: Image.Image) -> dict[str, int]:
+        """The visual tokens each crop id (``all`` included) adds on ``image``."""
+        boxes = {c: crop_box(c, *image.size, min_side=self.config.min_crop_side) for c in CROP_IDS}
+        return {c: self.grid.tokens(box.width, box.height) for c, box in boxes.items()}
 
     @staticmethod
     def _within(

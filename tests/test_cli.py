@@ -189,3 +189,10 @@ def test_help_pages_show_defaults(command, shown, capsys):
     assert main([command, "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
     assert all(" ".join(s.split()) in text for s in shown)
+
+
+def test_build_tiny_builds_the_family_asked_for(tmp_path, capsys):
+    assert main(["build-tiny", str(tmp_path / "tiny"), "--family", "qwen3_vl"]) == 0
+    assert json.loads((tmp_path / "tiny" / "config.json").read_text())["model_type"] == "qwen3_vl"
+    assert main(["build-tiny", str(tmp_path / "other"), "--family", "llava"]) == 2
+    assert "invalid choice" in capsys.readouterr().err

@@ -196,3 +196,37 @@ def test_build_tiny_builds_the_family_asked_for(tmp_path, capsys):
     assert json.loads((tmp_path / "tiny" / "config.json").read_text())["model_type"] == "qwen3_vl"
     assert main(["build-tiny", str(tmp_path / "other"), "--family", "llava"]) == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("stage", ["sft", "grpo"])
+def test_a_missing_or_hostile_model_on_a_training_command_exits_2_in_one_line(
+    tmp_path, prompts, stage, capsys, monkeypatch
+):
+    not_a_model = tmp_path / "not_a_model"
+    not_a_model.mkdir()
+    monkeypatch.chdir(tmp_path)  # ./typo-model is path-like: a folder here, never a hub request
+    cases = {
+        "runs/nope/final": "model directory runs/nope/final does not exist",
+        "/etc/passwd": "/etc/passwd is not a directory",
+        "./typo-model": "model directory typo-model does not exist",
+        str(not_a_model): "missing config.json",
+    }
+    for model, message in cases.items():
+        args = ["train", stage, "--data", str(prompts), "--model", model, "--output-dir", str(tmp_path / "out")]
+        assert main(args) == 2, model
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err and "Traceback" not in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_revision_that_walks_out_of_the_hub_cache_is_refused_before_it_is_read(monkeypatch):
+    from awares.errors import ModelLoadError
+    from awares.hub import resolve_model
+
+    def read(*args, **kwargs):
+        raise AssertionError("the hub was asked")
+
+    monkeypatch.setattr("huggingface_hub.snapshot_download", read)
+    for revision in ("../../../../etc/hostname", "/etc/hostname", "main/../../x"):
+        with pytest.raises(ModelLoadError, match="is not a branch, tag or commit"):
+            resolve_model("Kimhi/AWARES-Qwen2.5-VL-7B", revision)

@@ -13,7 +13,7 @@ from awares.cli import main
 from awares.crops import VisionGrid
 from awares.data import generate, write_dataset
 from awares.errors import ModelLoadError
-from awares.models import HFBackend
+from awares.models import HFBackend, Sampling
 from awares.models.attention import LastTokenAttention
 from awares.models.endpoint import data_url
 from awares.models.families import FAMILIES, family_of
@@ -190,8 +190,7 @@ def test_the_lmms_eval_plugin_answers_with_the_family(tmp_path, family_dir):
 
 
 def test_sampled_rollouts_call_and_the_training_batch_holds_what_was_decoded(family_backend):
-    sampling = {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
-    engine = Engine(family_backend, RuntimeConfig(max_new_tokens=12, batch_size=4, sampling=sampling))
+    engine = Engine(family_backend, RuntimeConfig(max_new_tokens=12, batch_size=4, sampling=Sampling(temperature=1.0)))
     torch.manual_seed(0)
     with ForcedCalls(family_backend, ["2"], QUESTIONS[:1]):
         rollouts = rollout(engine, list(zip(IMAGES[:2], QUESTIONS[:2])), group_size=2)

@@ -3,7 +3,7 @@ import torch
 from transformers import AutoModelForImageTextToText
 
 from awares.errors import ModelLoadError
-from awares.models import HFBackend, TinyConfig, build_tiny, load_processor
+from awares.models import HFBackend, Sampling, TinyConfig, build_tiny, load_processor
 from awares.models.families import FAMILIES
 from awares.models.tiny import SPECIAL_TOKENS
 from awares.protocol import images_of, turn1_messages, turn2_messages
@@ -68,7 +68,7 @@ def test_turn2_with_reused_cache_matches_a_from_scratch_prefill(backend, monkeyp
         turn1_messages(scene(336, 448, 1), "Colour of the box?"),
     ]
     # Sampled, so that the rows of a random-init model differ; the same seed replays the draw.
-    sampled = {"max_new_tokens": 4, "do_sample": True, "top_k": 0}
+    sampled = {"max_new_tokens": 4, "sampling": Sampling(temperature=1.0)}
     torch.manual_seed(0)
     probe = backend.generate(conversations, **sampled)
     # Make row 0 stop early so its cache holds masked post-end positions (holes in the attention mask).

@@ -90,7 +90,8 @@ def test_every_bad_request_gets_a_clear_4xx_and_the_server_keeps_serving(serve, 
         (chat("https://example.com/a.png"), 400, "remote image URLs are refused"),
         (chat(str(tmp_path / "outside.png")), 403, "not a file under the allowed media folder"),
         (chat(str(media / "../outside.png")), 403, "not a file under the allowed media folder"),
-        ({"messages": "nope"}, 400, "non-empty 'messages'"),
+        ({"messages": "nope"}, 400, "messages: Input should be a valid list"),
+        ({"messages": []}, 400, "messages: List should have at least 1 item"),
     ]
     for body, status, message in cases:
         code, reply, _ = server.post(body)

@@ -13,6 +13,7 @@ from PIL import PngImagePlugin
 
 from awares.cli import main
 from awares.data import generate, write_dataset
+from awares.models import Sampling
 from awares.models.endpoint import data_url
 from awares.runtime import Engine, RuntimeConfig
 from awares.serve import ServeConfig
@@ -129,6 +130,33 @@ def test_unsupported_openai_fields_are_refused_by_name(server, field):
     value = True if field == "logprobs" else ({"type": "json_object"} if field == "response_format" else ["x"])
     status, reply, _ = server.post(chat(data_url(IMAGES[0]), **{field: value}))
     assert status == 400 and field in reply["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"max_tokens": True}, "max_tokens"),  # a bool is not a count
+        ({"temperature": "1"}, "temperature"),  # nor a string a number
+        ({"temperature": float("nan")}, "temperature"),
+        ({"top_p": 0}, "top_p"),
+        ({"n": 2}, "n"),
+        ({"seed": -1}, "seed"),
+        ({"stream": "yes"}, "stream"),
+        ({"awares": {"max_rtr": 0}}, "awares.max_rtr"),
+        ({"awares": {"max_tokens": 3}}, "awares.max_tokens"),
+        ({"max_tokens": 10_000}, "max_tokens"),  # over the server's limit
+        ({"policy": "zoom"}, "policy"),
+    ],
+)
+def test_a_field_the_server_cannot_take_is_named_in_the_errors_param(server, extra, param):
+    status, reply, _ = server.post(chat(data_url(IMAGES[0]), **extra))
+    assert status == 400 and is_openai_error(reply, 400) and reply["error"]["param"] == param, reply
+    assert reply["error"]["message"].startswith(param) or param in reply["error"]["message"]
+
+
+def test_fields_openai_clients_add_are_ignored_as_openai_ignores_them(server):
+    status, reply, _ = server.post(chat(data_url(IMAGES[0]), user="someone", metadata={"run": "1"}))
+    assert status == 200 and reply["choices"][0]["message"]["content"]
 
 
 def test_the_same_seed_samples_the_same_answer(backend):
@@ -269,6 +297,9 @@ def test_the_openai_backend_passes_temperature_and_top_p_on(monkeypatch, backend
 
     remote = OpenAIBackend("http://127.0.0.1:9/v1", "m", backend.processor)
     monkeypatch.setattr(remote.client.chat, "completions", Completions())
-    remote.generate([[{"role": "user", "content": [{"type": "text", "text": "q"}]}]], do_sample=True,
-                    temperature=0.7, top_p=0.3)  # fmt: skip
-    assert sent[0]["temperature"] == 0.7 and sent[0]["top_p"] == 0.3
+    question = [{"role": "user", "content": [{"type": "text", "text": "q"}]}]
+    remote.generate([question], sampling=Sampling(temperature=0.7, top_p=0.3, top_k=5, seed=3))
+    assert (sent[0]["temperature"], sent[0]["top_p"], sent[0]["seed"]) == (0.7, 0.3, 3)
+    assert sent[0]["extra_body"]["top_k"] == 5
+    remote.generate([question])  # greedy: temperature 0, vLLM's default top_k, no seed
+    assert (sent[1]["temperature"], sent[1]["seed"]) == (0.0, None) and "top_k" not in (sent[1]["extra_body"] or {})

@@ -32,6 +32,9 @@ def resolve_model(name: str | Path, revision: str | None = None) -> Path:
         if revision:
             raise ModelLoadError(f"--revision {revision} needs a hub id; {name} is a local path")
         return Path(name)
+    if revision and (revision.startswith(("/", "~")) or "\\" in revision or ".." in revision.split("/")):
+        # huggingface_hub joins a revision under the cache's refs/ folder and reads what it finds there
+        raise ModelLoadError(f"--revision {revision!r} is not a branch, tag or commit")
     return _snapshot(str(name), "model", revision, None, _MODEL_IGNORE, ModelLoadError)
 
 

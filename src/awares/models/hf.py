@@ -16,7 +16,7 @@ from ..errors import InputError, ModelLoadError
 from ..hub import resolve_model
 from ..protocol import Message, images_of
 from .attention import LastTokenAttention
-from .backend import Stream, Turn
+from .backend import GREEDY, Sampling, Stream, Turn
 from .chat import ChatTemplate
 from .decoding import CallGrammar, CallLimit, GreedyDecoder
 from .families import family_of
@@ -93,7 +93,10 @@ def _row_stream(stream: Stream | None, row: int) -> Stream | None:
     return (lambda _, ids: stream(row, ids)) if stream else None
 
 
-def _check_model_dir(path: Path) -> None:
+def model_dir(name: str | Path, revision: str | None = None) -> Path:
+    """The folder of model ``name`` (a local folder, or a hub id resolved in the hub cache), checked
+    to hold a checkpoint before anything in it is read: ``ModelLoadError`` in one line otherwise."""
+    path = resolve_model(name, revision)
     if not path.exists():
         raise ModelLoadError(f"model directory {path} does not exist")
     if not path.is_dir():
@@ -103,6 +106,7 @@ def _check_model_dir(path: Path) -> None:
         missing.append("model weights (*.safetensors)")
     if missing:
         raise ModelLoadError(f"model directory {path} is missing {', '.join(missing)}")
+    return path
 
 
 def check_device(device: str) -> str:
@@ -168,8 +172,7 @@ class HFBackend:
         """Load the checkpoint in ``path``: a local folder or a hub id (``ORG/NAME``, at ``revision``),
         read from the hub cache or downloaded into it. ``device`` defaults to CUDA when present,
         ``dtype`` to bfloat16 on CUDA and float32 on CPU."""
-        path = resolve_model(path, revision)
-        _check_model_dir(path)
+        path = model_dir(path, revision)
         device = check_device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         torch_dtype = (
             getattr(torch, dtype) if dtype else (torch.bfloat16 if device.startswith("cuda") else torch.float32)
@@ -227,19 +230,27 @@ class HFBackend:
         stream: Stream | None = None,
         attention_layer: int | None = None,
         limits: list[CallLimit] | None = None,
-        **sampling: Any,
+        sampling: Sampling = GREEDY,
+        output_logits: bool = False,
     ) -> Turn:
         """Turn 1: prefill each conversation (batched, left padded) and decode; ``stream(row, ids)``
         gets each answering row's ids so far as they are decoded. With ``attention_layer`` (greedy
         only), ``Turn.attention`` holds each row's last prompt token's attention over its visual
         tokens at that layer (``LastTokenAttention``). ``limits`` bound each row's tool call while
-        it is decoded (greedy turns; sampled ones only where no row may call)."""
+        it is decoded (greedy turns; sampled ones only where no row may call). ``output_logits``
+        decodes with transformers' ``generate`` and keeps its logits per step (``Turn.logits``)."""
         if self.family.hybrid and len(conversations) > 1:
             return _joined(
                 [
                     self.generate(
-                        [c], max_new_tokens, _row_stream(stream, row), attention_layer, _row(limits, row), **sampling
-                    )
+                        [c],
+                        max_new_tokens,
+                        _row_stream(stream, row),
+                        attention_layer,
+                        _row(limits, row),
+                        sampling,
+                        output_logits,
+                    )  # fmt: skip
                     for row, c in enumerate(conversations)
                 ]
             )
@@ -247,11 +258,12 @@ class HFBackend:
             [self._prompt(c) for c in conversations], [im for c in conversations for im in images_of(c)]
         )
         grids = self._split_grids(inputs.get("image_grid_thw"), [len(images_of(c)) for c in conversations])
+        jump = self._jump_forward(sampling, output_logits)
         if attention_layer is None:
-            if self._greedy(sampling) and not self.family.hybrid:
+            if jump and not self.family.hybrid:
                 inputs = self._after_system_turn(conversations, inputs)
-            return self._decode(conversations, inputs, grids, max_new_tokens, stream, sampling, limits)
-        if not self._greedy(sampling):
+            return self._decode(conversations, inputs, grids, max_new_tokens, stream, sampling, limits, output_logits)
+        if not jump:
             raise InputError("attention is read on greedy turns only (jump-forward on, no sampling)")
         with LastTokenAttention(self.model, attention_layer, inputs["attention_mask"]) as probe:
             turn = self._decode(conversations, inputs, grids, max_new_tokens, stream, sampling, limits)
@@ -265,9 +277,9 @@ class HFBackend:
             return {}
         return {"begin_suppress_tokens": [self.grammar.prefix[0]]}
 
-    def _greedy(self, sampling: dict[str, Any]) -> bool:
-        """Whether a turn runs ``GreedyDecoder`` (jump-forward on, greedy, no extra generate options)."""
-        return self.jump_forward and all(key == "do_sample" and not value for key, value in sampling.items())
+    def _jump_forward(self, sampling: Sampling, output_logits: bool = False) -> bool:
+        """Whether a turn runs ``GreedyDecoder`` (jump-forward on, greedy, no logits kept)."""
+        return self.jump_forward and sampling.greedy and not output_logits
 
     def _after_system_turn(self, conversations: list[list[Message]], inputs: dict[str, Any]) -> dict[str, Any]:
         """``inputs`` with the KV of a system turn that every conversation opens with, computed once
@@ -309,7 +321,8 @@ class HFBackend:
         max_new_tokens: int = 64,
         stream: Stream | None = None,
         limits: list[CallLimit] | None = None,
-        **sampling: Any,
+        sampling: Sampling = GREEDY,
+        output_logits: bool = False,
     ) -> Turn:
         """Turn 2 for ``rows`` of ``session``: each conversation is that row's conversation plus new
         messages (assistant turn as decoded, then a user turn). Only the new tokens are prefilled;
@@ -319,8 +332,15 @@ class HFBackend:
             return _joined(
                 [
                     self.extend(
-                        session.rows[r], [0], [c], max_new_tokens, _row_stream(stream, i), _row(limits, i), **sampling
-                    )
+                        session.rows[r],
+                        [0],
+                        [c],
+                        max_new_tokens,
+                        _row_stream(stream, i),
+                        _row(limits, i),
+                        sampling,
+                        output_logits,
+                    )  # fmt: skip
                     for i, (r, c) in enumerate(zip(rows, conversations))
                 ]
             )
@@ -351,7 +371,7 @@ class HFBackend:
         all_grids = torch.cat(grids) if any(len(g) for g in grids) else None
         if all_grids is not None:
             inputs["image_grid_thw"] = all_grids
-        return self._decode(conversations, inputs, grids, max_new_tokens, stream, sampling)
+        return self._decode(conversations, inputs, grids, max_new_tokens, stream, sampling, limits, output_logits)
 
     def _tail(self, session: Session, row: int, conversation: list[Message]) -> str:
         """Template text that follows row ``row``'s generated ids in ``conversation``."""
@@ -373,27 +393,30 @@ class HFBackend:
         grids: list[torch.Tensor],
         max_new_tokens: int,
         stream: Stream | None,
-        sampling: dict[str, Any],
+        sampling: Sampling,
         limits: list[CallLimit] | None = None,
+        output_logits: bool = False,
     ) -> Turn:
-        if self._greedy(sampling):
+        if self._jump_forward(sampling, output_logits):
             decoded = self.decoder.decode(inputs, max_new_tokens, stream, limits)
             texts = [self.tokenizer.decode(ids, skip_special_tokens=True) for ids in decoded.generated]
             session = Session(
                 conversations, decoded.sequences, decoded.attention_mask, grids, decoded.cache, decoded.ended
             )
             return Turn(texts, decoded.generated, session, confidence=decoded.confidence)
+        if sampling.seed is not None:  # one worker thread runs the model: the global generator is its own
+            torch.manual_seed(sampling.seed)
         with torch.inference_mode():
             out = self.model.generate(
                 **inputs,
+                **sampling.generate_kwargs(),
                 max_new_tokens=max_new_tokens,
-                do_sample=bool(sampling.pop("do_sample", False)),
+                output_logits=output_logits,
                 return_dict_in_generate=True,
                 use_cache=True,
                 pad_token_id=self.pad_id,
                 streamer=_RowStreamer(stream, self.eos_ids) if stream else None,
                 **self._suppress_calls(limits),
-                **sampling,
             )
         prompt_len = inputs["input_ids"].shape[1]
         generated = out.sequences[:, prompt_len:]

@@ -16,7 +16,7 @@ from PIL import Image
 
 from ..hub import resolve_model
 from ..protocol import CALL_OR_ANSWER_REGEX, Message
-from .backend import Stream, Turn
+from .backend import GREEDY, Sampling, Stream, Turn
 from .endpoint import EndpointError, data_url
 from .processor import load_processor
 
@@ -84,7 +84,7 @@ class OpenAIBackend:
         max_new_tokens: int = 64,
         stream: Stream | None = None,
         limits: list[Any] | None = None,
-        **sampling: Any,
+        sampling: Sampling = GREEDY,
     ) -> Turn:
         """Turn 1: one completion per conversation (whole: ``stream`` is not called). ``limits`` are
         not sent (a server cannot mask crops by cost): the engine keeps a call within its budget."""
@@ -101,24 +101,25 @@ class OpenAIBackend:
         max_new_tokens: int = 64,
         stream: Stream | None = None,
         limits: list[Any] | None = None,
-        **sampling: Any,
+        sampling: Sampling = GREEDY,
     ) -> Turn:
         """Turn 2 for ``rows``: each whole conversation again (the server's prefix cache holds turn 1)."""
-        return self.generate(conversations, max_new_tokens, **sampling)
+        return self.generate(conversations, max_new_tokens, sampling=sampling)
 
-    def _complete(self, conversation: list[Message], max_new_tokens: int, sampling: dict[str, Any]) -> str:
+    def _complete(self, conversation: list[Message], max_new_tokens: int, sampling: Sampling) -> str:
+        """One chat completion; ``sampling.top_k`` goes as vLLM's extra ``top_k`` where it is set."""
         import openai
 
-        temperature = float(sampling.get("temperature", 1.0)) if sampling.get("do_sample") else 0.0
-        top_p = float(sampling.get("top_p", 1.0)) if sampling.get("do_sample") else 1.0
+        extra_body = {**({"top_k": sampling.top_k} if sampling.top_k else {}), **(self.extra_body or {})}
         try:
             reply = self.client.chat.completions.create(
                 model=self.model,
                 messages=to_openai(conversation),
                 max_tokens=max_new_tokens,
-                temperature=temperature,
-                top_p=top_p,
-                extra_body=self.extra_body,
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                seed=sampling.seed,
+                extra_body=extra_body or None,
             )
         except openai.OpenAIError as err:
             raise EndpointError(f"{self.base_url}: {type(err).__name__}: {err}") from err

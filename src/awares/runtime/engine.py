@@ -24,7 +24,7 @@ from ..crops import (
 )
 from ..errors import InputError
 from ..images import load_image
-from ..models.backend import Backend, Stream, Turn
+from ..models.backend import GREEDY, Backend, Sampling, Stream, Turn
 from ..models.decoding import NO_CALL, CallLimit
 from ..protocol import (
     SYSTEM_PROMPT,
@@ -57,9 +57,7 @@ class RuntimeConfig:
     system_prompt: str = SYSTEM_PROMPT
     batch_size: int = 8
     max_question_tokens: int = 1024  # a longer question is refused (InputError), never truncated
-    # Generation keyword arguments for both turns, e.g. {"do_sample": True, "temperature": 1.0} for
-    # RL rollouts; empty means greedy decoding.
-    sampling: dict[str, Any] = field(default_factory=dict)
+    sampling: Sampling = GREEDY  # both turns' (RL rollouts sample)
     # The ``crops`` policy's visual-token budget for requests that set none of their own (``Request``)
     max_rtr: float | None = None
     max_crops: int | None = None
@@ -131,7 +129,7 @@ class _Batch:
     requests: list[Request]
     images: list[Image.Image]
     views: list[Image.Image]  # the low-res views (the full images for ``full``)
-    generation: dict[str, Any]  # max_new_tokens and sampling options of every turn
+    generation: dict[str, Any]  # max_new_tokens and sampling of every turn
     on_text: AnswerStream | None
 
     def select(self, rows: list[int]) -> _Batch:
@@ -189,7 +187,7 @@ class Engine:
         *,
         batch_size: int | None = None,
         max_new_tokens: int | None = None,
-        sampling: dict[str, Any] | None = None,
+        sampling: Sampling | None = None,
         progress: bool = False,
         on_text: AnswerStream | None = None,
     ) -> list[Result]:
@@ -201,7 +199,7 @@ class Engine:
         size = batch_size or self.config.batch_size
         generation = {
             "max_new_tokens": max_new_tokens or self.config.max_new_tokens,
-            **(self.config.sampling if sampling is None else sampling),
+            "sampling": self.config.sampling if sampling is None else sampling,
         }
         results: list[Result] = []
         for start in tqdm(range(0, len(requests), size), desc=policy, disable=not progress, unit="batch"):

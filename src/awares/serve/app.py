@@ -13,13 +13,11 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
@@ -28,10 +26,24 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..crops import ALL, CROP_NAMES, crop_box
 from ..errors import AwaresError
+from ..models import Sampling
 from ..runtime import SERVED_POLICIES, Engine, Result
 from ..runtime import Request as EngineRequest
 from .batcher import Batcher, QueueFull
-from .requests import BadRequest, Limits, Options, parse_chat, parse_conversation, parse_options
+from .requests import BadRequest, Limits, batch_key, parse_chat, parse_conversation, parse_request
+from .schema import (
+    AssistantMessage,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    Choice,
+    ChunkChoice,
+    Delta,
+    ErrorResponse,
+    PromptTokensDetails,
+    Usage,
+    completion_id,
+)
 
 DEMO_PAGE = Path(__file__).with_name("demo.html")
 
@@ -69,67 +81,45 @@ class Metrics:
         self.latency = Histogram("awares_request_seconds", "Time from request to answer", registry=self.registry)
 
 
-def error_body(status: int, message: str, param: str | None = None) -> dict[str, Any]:
-    """OpenAI's error object: message, type, param, code."""
-    kind = "invalid_request_error" if status < 500 else "server_error"
-    return {"error": {"message": message, "type": kind, "param": param, "code": status}}
+def _error(status: int, message: str, param: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(ErrorResponse.of(status, message, param).model_dump(), status, headers=headers)
 
 
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(error_body(status, message), status, headers=headers)
-
-
-def raw_completion(text: str, model: str, generated: int) -> dict[str, Any]:
-    """A plain ``chat.completion`` (``awares serve --raw``)."""
-    return {
-        "id": f"chatcmpl-{uuid.uuid4().hex}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-        "usage": {"completion_tokens": generated},
-    }
-
-
-def chunk(completion_id: str, model: str, delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
-    """One server-sent event of a streamed completion (``chat.completion.chunk``)."""
-    choice = {"index": 0, "delta": delta, "finish_reason": finish}
-    body = {"id": completion_id, "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
-    return f"data: {json.dumps({**body, 'choices': [choice], **extra})}\n\n"
-
-
-def completion(result: Result, model: str, question_tokens: int, min_crop_side: int = 100) -> dict[str, Any]:
+def completion(result: Result, model: str, question_tokens: int, min_crop_side: int = 100) -> ChatCompletion:
     """An OpenAI ``chat.completion`` for ``result``: ``usage`` counts the visual tokens used."""
     visual = result.tokens.view + result.tokens.crops
     generated = sum(len(ids) for ids in result.token_ids)
+    usage = Usage(
+        prompt_tokens=visual + question_tokens,
+        completion_tokens=generated,
+        total_tokens=visual + question_tokens + generated,
+        prompt_tokens_details=PromptTokensDetails(visual_tokens=visual, visual_tokens_full_image=result.tokens.full),
+    )
+    return ChatCompletion(
+        model=model,
+        choices=[Choice(message=AssistantMessage(content=result.answer))],
+        usage=usage,
+        awares=report(result, min_crop_side),
+    )
+
+
+def report(result: Result, min_crop_side: int) -> dict[str, Any]:
+    """The ``awares`` object of a completion: what the protocol ran and spent."""
     return {
-        "id": f"chatcmpl-{uuid.uuid4().hex}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": result.answer}, "finish_reason": "stop"}],
-        "usage": {
-            "prompt_tokens": visual + question_tokens,
-            "completion_tokens": generated,
-            "total_tokens": visual + question_tokens + generated,
-            "prompt_tokens_details": {"visual_tokens": visual, "visual_tokens_full_image": result.tokens.full},
-        },
-        "awares": {
-            "policy": result.policy,
-            "crops": list(result.crops),
-            "image_size": list(result.image_size),
-            # every crop's box on the full image (what the demo page draws over the low-res view)
-            "crop_boxes": {c: list(crop_box(c, *result.image_size, min_crop_side).as_tuple()) for c in CROP_NAMES},
-            "crop_names": {**CROP_NAMES, ALL: "whole image"},  # what each crop id names, for people
-            "rtr": result.rtr,
-            "tokens": {"view": result.tokens.view, "crops": result.tokens.crops, "full": result.tokens.full},
-            "seconds": result.seconds,
-            "turns": result.turns,
-            # the attention policy's look: its confidence, the attention grid over the view, the box
-            **({"attention": result.attention} if result.attention else {}),
-            # the request's visual-token budget (max_rtr, max_crops) where it set one; rtr is what it spent
-            **({"budget": result.budget} if result.budget else {}),
-        },
+        "policy": result.policy,
+        "crops": list(result.crops),
+        "image_size": list(result.image_size),
+        # every crop's box on the full image (what the demo page draws over the low-res view)
+        "crop_boxes": {c: list(crop_box(c, *result.image_size, min_crop_side).as_tuple()) for c in CROP_NAMES},
+        "crop_names": {**CROP_NAMES, ALL: "whole image"},  # what each crop id names, for people
+        "rtr": result.rtr,
+        "tokens": {"view": result.tokens.view, "crops": result.tokens.crops, "full": result.tokens.full},
+        "seconds": result.seconds,
+        "turns": result.turns,
+        # the attention policy's look: its confidence, the attention grid over the view, the box
+        **({"attention": result.attention} if result.attention else {}),
+        # the request's visual-token budget (max_rtr, max_crops) where it set one; rtr is what it spent
+        **({"budget": result.budget} if result.budget else {}),
     }
 
 
@@ -145,18 +135,15 @@ class ChatHandler:
     # -- on the worker thread, the only one that touches the models and their tokenizers
 
     def run(self, key: tuple[Any, ...], jobs: list[tuple[Any, Any]]) -> list[tuple[Any, int]]:
-        """A group of jobs of one ``Options.key``: each a request and, when it streams, the sink its
-        answer text so far goes to; their results and question tokens."""
-        policy, max_tokens, temperature, top_p, seed, _ = key
-        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature else {}
-        if seed is not None:  # a seeded request runs alone: the same seed draws the same answer
-            torch.manual_seed(seed)
+        """A group of jobs of one ``requests.batch_key``: each a request and, when it streams, the
+        sink its answer text so far goes to; their results and question tokens."""
+        policy, max_tokens, sampling, _ = key
         payloads, sinks = [p for p, _ in jobs], [s for _, s in jobs]
         on_text = (lambda i, text: sinks[i] and sinks[i](text)) if any(sinks) else None
         return self.generate(policy, payloads, max_tokens, sampling, on_text)
 
     def generate(
-        self, policy: str, payloads: list[Any], max_tokens: int, sampling: dict[str, Any], on_text: Any
+        self, policy: str, payloads: list[Any], max_tokens: int, sampling: Sampling, on_text: Any
     ) -> list[tuple[Any, int]]:
         engine = self.engines[policy]
         results = engine.answer_batch(
@@ -166,14 +153,14 @@ class ChatHandler:
 
     # -- per request, before the batcher
 
-    def prepare(self, payload: Any) -> tuple[Any, Options]:
-        """The job and options of a request (raises ``BadRequest``)."""
-        options = parse_options(payload, self.config.model_name, SERVED_POLICIES, self.config.max_tokens)
-        image, question = parse_chat(payload, self.config.limits)
-        budget = options.budget
-        return EngineRequest(image, question, max_rtr=budget.max_rtr, max_crops=budget.max_crops), options
+    def prepare(self, payload: Any) -> tuple[Any, ChatCompletionRequest]:
+        """The job and the checked request (raises ``BadRequest``)."""
+        request = parse_request(payload, self.config.model_name, SERVED_POLICIES, self.config.max_tokens)
+        image, question = parse_chat(request, self.config.limits)
+        budget = request.awares
+        return EngineRequest(image, question, max_rtr=budget.max_rtr, max_crops=budget.max_crops), request
 
-    def completion(self, result: Any, tokens: int) -> dict[str, Any]:
+    def completion(self, result: Any, tokens: int) -> ChatCompletion:
         self.metrics.tokens.labels("used").inc(result.tokens.view + result.tokens.crops)
         self.metrics.tokens.labels("full").inc(result.tokens.full)
         self.metrics.rtr.observe(result.rtr)
@@ -221,14 +208,14 @@ class ChatHandler:
             body = await self._body(request)
             job, options = await asyncio.to_thread(lambda: self.prepare(self._parse(body)))
         except BadRequest as err:
-            return _error(err.status, err.message)
+            return _error(err.status, err.message, err.param)
         texts: asyncio.Queue[str] = asyncio.Queue()
         loop = asyncio.get_running_loop()
         sink = (lambda text: loop.call_soon_threadsafe(texts.put_nowait, text)) if options.stream else None
         try:
-            done = asyncio.wrap_future(self.batcher.submit((job, sink), options.key))
+            done = asyncio.wrap_future(self.batcher.submit((job, sink), batch_key(options)))
         except QueueFull as err:
-            return _error(503, f"the server is busy ({err}); retry shortly", {"Retry-After": "1"})
+            return _error(503, f"the server is busy ({err}); retry shortly", headers={"Retry-After": "1"})
         if options.stream:
             first = asyncio.ensure_future(texts.get())
             await asyncio.wait({first, done}, return_when=asyncio.FIRST_COMPLETED)
@@ -242,10 +229,15 @@ class ChatHandler:
             result, tokens = await done
         except AwaresError as err:  # the engine refused the question (too long, control tokens)
             return _error(400, str(err))
-        return JSONResponse(self.completion(result, tokens))
+        return JSONResponse(self.completion(result, tokens).model_dump())
 
     async def _events(
-        self, getter: asyncio.Future, texts: asyncio.Queue, done: asyncio.Future, options: Options, began: float
+        self,
+        getter: asyncio.Future,
+        texts: asyncio.Queue,
+        done: asyncio.Future,
+        options: ChatCompletionRequest,
+        began: float,
     ):
         """``_stream``'s events, counted in the metrics when the stream ends: 200, the status of an
         error it carried, or ``disconnect`` when the client left first."""
@@ -257,13 +249,20 @@ class ChatHandler:
         finally:
             self._count(status, began)
 
-    async def _stream(self, getter: asyncio.Future, texts: asyncio.Queue, done: asyncio.Future, options: Options):
+    async def _stream(
+        self, getter: asyncio.Future, texts: asyncio.Queue, done: asyncio.Future, options: ChatCompletionRequest
+    ):
         """The answer as it is decoded: deltas of its text so far (whitespace at its ends held back,
         as the final answer is stripped), then the rest of the final answer, the finish, usage; an
         error after the first event ends the stream with an error event and ``[DONE]``. Yields each
         event with the status the stream has if it ends after it."""
-        completion_id, model, going = f"chatcmpl-{uuid.uuid4().hex}", self.config.model_name, "disconnect"
-        yield chunk(completion_id, model, {"role": "assistant", "content": ""}), going
+        name, model, going = completion_id(), self.config.model_name, "disconnect"
+
+        def event(delta: Delta | None, finish: str | None = None, **extra: Any) -> str:
+            choices = [] if delta is None else [ChunkChoice(delta=delta, finish_reason=finish)]
+            return ChatCompletionChunk(id=name, model=model, choices=choices, **extra).event()
+
+        yield event(Delta(role="assistant", content="")), going
         sent = ""
         while True:
             await asyncio.wait({getter, done}, return_when=asyncio.FIRST_COMPLETED)
@@ -273,7 +272,7 @@ class ChatHandler:
             for text in arrived:
                 visible = text.rstrip("\ufffd").strip()  # an unfinished UTF-8 character waits for its bytes
                 if visible.startswith(sent) and len(visible) > len(sent):
-                    yield chunk(completion_id, model, {"content": visible[len(sent) :]}), going
+                    yield event(Delta(content=visible[len(sent) :])), going
                     sent = visible
             if done.done():
                 break
@@ -285,17 +284,14 @@ class ChatHandler:
             whole = self.completion(result, tokens)
         except Exception as err:  # the client's (400) or a bug (500): the stream ends, and says why
             status = 400 if isinstance(err, AwaresError) else 500
-            yield f"data: {json.dumps(error_body(status, str(err)))}\n\n", going
+            yield f"data: {ErrorResponse.of(status, str(err)).model_dump_json()}\n\n", going
             yield "data: [DONE]\n\n", str(status)
             return
-        answer = whole["choices"][0]["message"]["content"]
-        if answer.startswith(sent) and len(answer) > len(sent):
-            yield chunk(completion_id, model, {"content": answer[len(sent) :]}), going
-        extra = {"awares": whole["awares"]} if "awares" in whole else {}
-        yield chunk(completion_id, model, {}, "stop", **extra), going
+        if whole.text.startswith(sent) and len(whole.text) > len(sent):
+            yield event(Delta(content=whole.text[len(sent) :])), going
+        yield event(Delta(), "stop", awares=whole.awares), going
         if options.include_usage:
-            body = {"id": completion_id, "object": "chat.completion.chunk", "created": int(time.time())}
-            yield f"data: {json.dumps({**body, 'model': model, 'choices': [], 'usage': whole['usage']})}\n\n", going
+            yield event(None, usage=whole.usage), going
         yield "data: [DONE]\n\n", "200"
 
 
@@ -305,20 +301,24 @@ class RawChatHandler(ChatHandler):
     checkpoint; what ``OpenAIBackend`` runs the two turns against."""
 
     def generate(
-        self, policy: str, payloads: list[Any], max_tokens: int, sampling: dict[str, Any], on_text: Any
+        self, policy: str, payloads: list[Any], max_tokens: int, sampling: Sampling, on_text: Any
     ) -> list[tuple[Any, int]]:
         backend = self.engines["crops"].backend
         decode = backend.processor.tokenizer.decode
         stream = (lambda row, ids: on_text(row, decode(ids, skip_special_tokens=True))) if on_text else None
-        turn = backend.generate(payloads, max_new_tokens=max_tokens, stream=stream, **sampling)
+        turn = backend.generate(payloads, max_new_tokens=max_tokens, stream=stream, sampling=sampling)
         return [(text, len(ids)) for text, ids in zip(turn.texts, turn.ids)]
 
-    def prepare(self, payload: Any) -> tuple[Any, Options]:
-        options = parse_options(payload, self.config.model_name, SERVED_POLICIES, self.config.max_tokens)
-        return parse_conversation(payload, self.config.limits), options
+    def prepare(self, payload: Any) -> tuple[Any, ChatCompletionRequest]:
+        request = parse_request(payload, self.config.model_name, SERVED_POLICIES, self.config.max_tokens)
+        return parse_conversation(request, self.config.limits), request
 
-    def completion(self, result: Any, tokens: int) -> dict[str, Any]:
-        return raw_completion(result, self.config.model_name, tokens)
+    def completion(self, result: Any, tokens: int) -> ChatCompletion:
+        return ChatCompletion(
+            model=self.config.model_name,
+            choices=[Choice(message=AssistantMessage(content=result))],
+            usage=Usage(completion_tokens=tokens),
+        )
 
 
 def create_app(engine: Engine | dict[str, Engine], config: ServeConfig | None = None, raw: bool = False) -> FastAPI:

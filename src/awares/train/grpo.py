@@ -25,10 +25,9 @@ from PIL import Image
 from transformers import AutoModelForImageTextToText, set_seed
 
 from ..errors import ConfigError, InputError
-from ..hub import resolve_model
 from ..images import load_image
 from ..jsonl import append, open_append, rows
-from ..models import HFBackend, load_processor
+from ..models import HFBackend, Sampling, load_processor, model_dir
 from ..models.families import family_of
 from ..models.processor import save_processor
 from ..protocol import Message
@@ -197,7 +196,7 @@ def train_grpo(config: GRPOConfig) -> Path:
             f"evidence_penalty needs the oracle's boxes in the prompt rows (`boxes`); {config.data} has none: "
             "re-run `awares curate` with the same --out to merge them in"
         )
-    source = resolve_model(config.model)
+    source = model_dir(config.model)
     processor = load_processor(source)
     policy = load_trainable(source, config)
     reference = None
@@ -207,11 +206,10 @@ def train_grpo(config: GRPOConfig) -> Path:
     trained = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trained, lr=config.learning_rate, weight_decay=0.0)
     policy, optimizer = accelerator.prepare(policy, optimizer)
-    sampling = {"do_sample": True, "temperature": config.temperature, "top_k": 0, "top_p": 1.0}
     runtime = RuntimeConfig(
         max_new_tokens=config.max_new_tokens,
         batch_size=config.rollout_batch_size,
-        sampling=sampling,
+        sampling=Sampling(temperature=config.temperature),
         on_malformed=config.on_malformed,
     )
     engine = Engine(HFBackend(accelerator.unwrap_model(policy), processor), runtime)

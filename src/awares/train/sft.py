@@ -18,10 +18,9 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from ..crops import VisionGrid
 from ..errors import InputError
-from ..hub import resolve_model
 from ..images import image_size, load_image
 from ..jsonl import rows
-from ..models import load_processor
+from ..models import load_processor, model_dir
 from ..models.default import default_base_dir
 from ..models.families import family_of
 from ..models.processor import save_processor
@@ -103,7 +102,7 @@ class WeightedLossTrainer(SamplerTrainer):
 def train_sft(config: SFTConfig) -> Path:
     """Fine-tune on the trajectories; save a plain (LoRA-merged) checkpoint to ``output_dir/final``."""
     set_seed(config.seed)
-    source = resolve_model(config.model) if config.model else default_base_dir()
+    source = model_dir(config.model) if config.model else default_base_dir()
     dataset = TrajectoryDataset(config.data)
     for error in dataset.errors:
         print(f"awares: skipping trajectory {error}")

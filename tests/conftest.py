@@ -78,6 +78,41 @@ def trajectories(tmp_path_factory):
     return root / "trajectories.jsonl"
 
 
+def cached_repo(hub: Path, repo_type: str, repo_id: str, revision: str = "0" * 40, ref: str = "main") -> Path:
+    """An empty snapshot folder of ``repo_id`` in the hub cache ``hub``, named by ``ref``."""
+    repo = hub / f"{repo_type}s--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / ref).write_text(revision)
+    snapshot = repo / "snapshots" / revision
+    snapshot.mkdir(parents=True, exist_ok=True)
+    return snapshot
+
+
+def hub_cache(home: Path, models: dict[str, Path]) -> Path:
+    """``home`` as an HF_HOME whose cache holds ``models`` (hub id: folder) and each Table-1 benchmark
+    (2 rows) under lmms-eval's id, in the cache's own layout (``models--ORG--NAME/refs/main``,
+    ``snapshots/REV/...``)."""
+    import shutil
+
+    import datasets
+
+    from awares.data.benchmarks import ROW_TO_FIELDS, TASKS
+
+    for repo_id, folder in models.items():
+        shutil.copytree(folder, cached_repo(home / "hub", "model", repo_id), dirs_exist_ok=True)
+    for number, task in enumerate(TASKS, start=1):
+        copy, _ = ROW_TO_FIELDS[task]
+        snapshot = cached_repo(home / "hub", "dataset", copy.repo_id, revision=f"{number:040d}")  # a commit each
+        folder = copy.config or "data"
+        ds = datasets.Dataset.from_dict({**columns(task), "image": images(2)}).cast_column("image", datasets.Image())
+        (snapshot / folder).mkdir()
+        ds.to_parquet(str(snapshot / folder / f"{copy.split}-00000-of-00001.parquet"))
+        name = copy.config or "default"
+        files = f"  data_files:\n  - split: {copy.split}\n    path: {folder}/{copy.split}-*\n"
+        (snapshot / "README.md").write_text(f"---\nconfigs:\n- config_name: {name}\n{files}---\n")
+    return home
+
+
 class Server:
     """``create_app(engine, config)`` served by uvicorn on a free loopback port, in a thread."""
 

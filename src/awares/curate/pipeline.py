@@ -127,7 +127,8 @@ def _curate_one(
     row: dict[str, Any] = {
         "id": record.id,
         "kind": record.kind,
-        "image": record.image,
+        # relative to the trajectories file, as data.jsonl's are to theirs: GRPO reads it from there
+        "image": os.path.relpath(Path(record.image).resolve(), store.root.resolve()),
         "question": record.question,
         "answers": record.answers,
         "low_answer": low,

@@ -19,6 +19,7 @@ from .attention import LastTokenAttention
 from .backend import GREEDY, Sampling, Stream, Turn
 from .chat import ChatTemplate
 from .decoding import CallGrammar, CallLimit, GreedyDecoder
+from .default import default_model_dir
 from .families import family_of
 from .processor import load_processor
 
@@ -163,16 +164,16 @@ class HFBackend:
     @classmethod
     def load(
         cls,
-        path: str | Path,
+        path: str | Path | None = None,
         device: str | None = None,
         dtype: str | None = None,
         jump_forward: bool = True,
         revision: str | None = None,
     ) -> HFBackend:
         """Load the checkpoint in ``path``: a local folder or a hub id (``ORG/NAME``, at ``revision``),
-        read from the hub cache or downloaded into it. ``device`` defaults to CUDA when present,
-        ``dtype`` to bfloat16 on CUDA and float32 on CPU."""
-        path = model_dir(path, revision)
+        read from the hub cache or downloaded into it; without ``path``, the shipped tiny AwaRes policy.
+        ``device`` defaults to CUDA when present, ``dtype`` to bfloat16 on CUDA and float32 on CPU."""
+        path = model_dir(default_model_dir() if path is None else path, revision)
         device = check_device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         torch_dtype = (
             getattr(torch, dtype) if dtype else (torch.bfloat16 if device.startswith("cuda") else torch.float32)

@@ -221,7 +221,7 @@ def main() -> None:
                 "dtype": "float32",
                 "gradient_checkpointing": False,
                 "prompts_per_step": 1,
-                "group_size": 2,
+                "num_generations": 2,
                 "micro_batch_size": 2,
                 "rollout_batch_size": 2,
                 "max_new_tokens": 8,

@@ -158,14 +158,16 @@ def test_training_flags_come_from_the_config_and_zero_or_false_take_effect(tmp_p
     )
     out = tmp_path / stage
     args = ["train", stage, str(toml), "--data", str(prompts), "--model", str(tiny_dir), "--output-dir", str(out)]
-    zero = ["--no-group-by-length", "--weight-decay", "0"] if stage == "sft" else ["--beta", "0", "--group-size", "2"]
+    zero = (
+        ["--no-group-by-length", "--weight-decay", "0"] if stage == "sft" else ["--beta", "0", "--num-generations", "2"]
+    )
     assert main([*args, "--max-steps", "1", "--seed", "0", *zero]) == 0
     config = json.loads((out / "final" / "train_log.json").read_text())["config"]
     assert config["max_steps"] == 1 and config["seed"] == 0
     if stage == "sft":
         assert config["group_by_length"] is False and config["weight_decay"] == 0 and config["save_steps"] == 7
     else:
-        assert config["beta"] == 0 and config["group_size"] == 2
+        assert config["beta"] == 0 and config["num_generations"] == 2
 
 
 def test_ask_names_crops_as_ids_with_their_regions(tiny_dir, image_path, capsys):

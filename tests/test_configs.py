@@ -37,7 +37,7 @@ def test_pipeline_overrides_shorten_a_stage_config_and_are_checked(tmp_path):
     full = PipelineConfig.from_toml(ROOT / "configs/gpu/pipeline.toml")
     grpo, grpo_full = (c.stage("grpo", GRPOConfig, model="m") for c in (check, full))
     assert (grpo.max_steps, grpo_full.max_steps) == (10, 400) and grpo.model == "m"
-    assert grpo.group_size == grpo_full.group_size == 8  # everything else is the stage's TOML
+    assert grpo.num_generations == grpo_full.num_generations == 8  # everything else is the stage's TOML
     for text, message in [
         ("[overrides.grpo]\nmax_step = 3\n", "unknown keys in \\[overrides.grpo\\]: max_step"),
         ('[overrides.grpo]\ncost_mode = "token"\n', "cost_mode must be one of"),
@@ -56,7 +56,7 @@ def test_the_7b_configs_train_a_bfloat16_lora_with_the_papers_recipe():
         assert config.lora and config.freeze_vision and config.gradient_checkpointing
         assert config.torch_dtype() == torch.bfloat16
     assert sft.batch_size * sft.gradient_accumulation_steps == 128 and sft.call_weight == 5.0
-    assert (grpo.group_size, grpo.beta, grpo.miss_penalty, grpo.on_malformed) == (8, 0.05, 2.0, "answer")
+    assert (grpo.num_generations, grpo.beta, grpo.miss_penalty, grpo.on_malformed) == (8, 0.05, 2.0, "answer")
 
 
 def test_unknown_config_keys_are_errors(tmp_path):
@@ -85,13 +85,13 @@ def test_a_bad_config_file_is_a_clear_error_with_exit_status_2(tmp_path, capsys)
 
 
 def test_a_config_extends_another_and_states_only_what_it_changes(tmp_path):
-    (tmp_path / "grpo.toml").write_text("max_steps = 300\ngroup_size = 4\n")
+    (tmp_path / "grpo.toml").write_text("max_steps = 300\nnum_generations = 4\n")
     (tmp_path / "ablations").mkdir()
     short = tmp_path / "ablations" / "short.toml"
     short.write_text('extends = "../grpo.toml"  # relative to this file\nmax_steps = 10\n')
     config = GRPOConfig.from_toml(short)
-    assert (config.max_steps, config.group_size) == (10, 4)
-    (tmp_path / "pipeline.toml").write_text('out_dir = "a"\n[overrides.grpo]\nmax_steps = 3\ngroup_size = 2\n')
+    assert (config.max_steps, config.num_generations) == (10, 4)
+    (tmp_path / "pipeline.toml").write_text('out_dir = "a"\n[overrides.grpo]\nmax_steps = 3\nnum_generations = 2\n')
     (tmp_path / "child.toml").write_text('extends = "pipeline.toml"\n[overrides.grpo]\nmax_steps = 5\n')
     child = PipelineConfig.from_toml(tmp_path / "child.toml")
     assert child.out_dir == "a" and child.overrides == {"grpo": {"max_steps": 5}}  # a table is replaced whole

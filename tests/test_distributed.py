@@ -44,7 +44,7 @@ def test_sft_and_grpo_on_two_processes_keep_identical_weights_and_the_configured
     # leave the weights alike without any synchronisation).
     policy = default_model_dir("crops")
     (tmp_path / "grpo.toml").write_text(
-        "max_steps = 2\nprompts_per_step = 2\ngroup_size = 4\nmax_new_tokens = 16\nlearning_rate = 1e-3\n"
+        "max_steps = 2\nprompts_per_step = 2\nnum_generations = 4\nmax_new_tokens = 16\nlearning_rate = 1e-3\n"
         "temperature = 1.5\n"
     )
     launch(tmp_path, "train", "grpo", tmp_path / "grpo.toml", "--data", prompts, "--model", policy,

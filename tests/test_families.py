@@ -146,7 +146,7 @@ def test_curate_with_each_oracle_full_sft_and_lora_grpo_run_on_the_family(tmp_pa
     args = ["train", "sft", str(sft), "--data", str(prompts), "--model", str(family_dir), "--output-dir", str(out)]
     assert main(args) == 0
     grpo = tmp_path / "grpo.toml"
-    grpo.write_text("max_steps = 1\nprompts_per_step = 2\ngroup_size = 2\nmax_new_tokens = 6\nlora = true\n")
+    grpo.write_text("max_steps = 1\nprompts_per_step = 2\nnum_generations = 2\nmax_new_tokens = 6\nlora = true\n")
     args = ["train", "grpo", str(grpo), "--data", str(prompts), "--model", str(out / "final")]
     assert main([*args, "--output-dir", str(tmp_path / "grpo")]) == 0
     log = json.loads((tmp_path / "grpo" / "log.jsonl").read_text().splitlines()[0])
@@ -193,7 +193,7 @@ def test_sampled_rollouts_call_and_the_training_batch_holds_what_was_decoded(fam
     engine = Engine(family_backend, RuntimeConfig(max_new_tokens=12, batch_size=4, sampling=Sampling(temperature=1.0)))
     torch.manual_seed(0)
     with ForcedCalls(family_backend, ["2"], QUESTIONS[:1]):
-        rollouts = rollout(engine, list(zip(IMAGES[:2], QUESTIONS[:2])), group_size=2)
+        rollouts = rollout(engine, list(zip(IMAGES[:2], QUESTIONS[:2])), num_generations=2)
     assert [len(r.result.turns) for r in rollouts[:2]] == [2, 2] and rollouts[0].result.crops == ("2",)
     batch = ChatCollator(family_backend.processor, family_backend.family)([r.messages for r in rollouts])
     tokenizer = family_backend.tokenizer

@@ -75,7 +75,7 @@ def test_sft_and_grpo_train_in_bfloat16_on_cuda(tmp_path, tiny_dir):
             output_dir=str(tmp_path / "grpo"),
             max_steps=2,
             prompts_per_step=4,
-            group_size=4,
+            num_generations=4,
             max_new_tokens=8,
             dtype="bfloat16",
         )

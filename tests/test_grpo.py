@@ -98,7 +98,7 @@ def test_config_choices_are_checked_when_the_config_is_made(tmp_path):
 
 
 def test_group_advantages_are_normalised_within_each_group():
-    adv = group_advantages(torch.tensor([1.0, 0.0, 1.0, 0.0, 2.0, 2.0, 2.0, 2.0]), group_size=4)
+    adv = group_advantages(torch.tensor([1.0, 0.0, 1.0, 0.0, 2.0, 2.0, 2.0, 2.0]), num_generations=4)
     assert adv[:4].mean().abs() < 1e-6 and adv[0] > 0 > adv[1]
     assert torch.allclose(adv[:4].std(), torch.tensor(1.0), atol=1e-3)
     assert torch.equal(adv[4:], torch.zeros(4))  # a group that agrees teaches nothing
@@ -125,7 +125,7 @@ def rollout_batch(backend, turns):
     as the collated batch the loss re-scores."""
     sample = next(generate("test", 1))
     engine = Engine(Scripted(backend, turns[:1], turn2=turns[1:]), RuntimeConfig(max_new_tokens=2))
-    (out,) = rollout(engine, [(sample.image, sample.question)], group_size=1)
+    (out,) = rollout(engine, [(sample.image, sample.question)], num_generations=1)
     return out.messages, ChatCollator(backend.processor, backend.family)([out.messages])
 
 
@@ -136,7 +136,7 @@ def tiny_grpo(tmp_path, tiny_dir, prompts, **overrides):
         model=str(tiny_dir),
         output_dir=str(tmp_path / "grpo"),
         prompts_per_step=2,
-        group_size=2,
+        num_generations=2,
         max_new_tokens=6,
         **overrides,
     )
@@ -158,7 +158,7 @@ def test_malformed_calls_in_rollouts_can_be_answers_instead_of_whole_image_fetch
     for mode, turns in [("all", 2), ("answer", 1)]:
         broken = Scripted(backend, ["GET_CROPS: ['4int"])  # a policy that writes a broken call
         engine = Engine(broken, RuntimeConfig(max_new_tokens=2, on_malformed=mode))
-        (out,) = rollout(engine, [(image, "q")], group_size=1)
+        (out,) = rollout(engine, [(image, "q")], num_generations=1)
         assert len(out.result.turns) == turns and out.result.parse_status == "malformed"
         assert out.crop_area == (1.0 if mode == "all" else 0.0)
 
@@ -186,15 +186,34 @@ def test_grpo_resumes_from_the_last_whole_checkpoint_past_a_stray_and_a_partial_
     config = tiny_grpo(tmp_path, tiny_dir, prompts, max_steps=2, save_steps=1)
     train_grpo(config)
     checkpoints = tmp_path / "grpo" / "checkpoints"
-    shutil.copytree(checkpoints / "step-1", checkpoints / "step-1.bak")  # a user's backup
-    (checkpoints / "step-3").mkdir()  # a save cut short: nothing in it
-    (checkpoints / "step-4").mkdir()
-    (checkpoints / "step-4" / "model.safetensors").write_bytes(b"")  # and one cut halfway
+    shutil.copytree(checkpoints / "checkpoint-1", checkpoints / "checkpoint-1.bak")  # a user's backup
+    (checkpoints / "checkpoint-3").mkdir()  # a save cut short: nothing in it
+    (checkpoints / "checkpoint-4").mkdir()
+    (checkpoints / "checkpoint-4" / "model.safetensors").write_bytes(b"")  # and one cut halfway
     config.max_steps = 3
     final = train_grpo(config)
     log = [json.loads(line) for line in (tmp_path / "grpo" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3]
     assert json.loads((final / "train_log.json").read_text())["resumed_from_step"] == 2
+
+
+def test_grpo_warms_up_its_learning_rate_keeps_save_total_limit_checkpoints_and_logs_trls_metrics(
+    tmp_path, tiny_dir, prompts, monkeypatch
+):
+    import awares.train.grpo as grpo
+
+    def no_reference(*args, **kwargs):
+        raise AssertionError("a reference pass at beta 0")
+
+    monkeypatch.setattr(grpo, "reference_logprobs", no_reference)
+    config = tiny_grpo(tmp_path, tiny_dir, prompts, max_steps=3, save_steps=1, save_total_limit=1, beta=0.0,
+                       lr_scheduler_type="linear", warmup_ratio=0.2, learning_rate=1e-3)  # fmt: skip
+    train_grpo(config)
+    log = [json.loads(line) for line in (tmp_path / "grpo" / "log.jsonl").read_text().splitlines()]
+    # warm-up: 0 at the first of 3 updates, the peak at the second, then linear decay to 0
+    assert [round(r["learning_rate"], 6) for r in log] == [0.0, 1e-3, 5e-4]
+    assert all(r["kl"] == 0 and r["reward_std"] >= 0 and 0 <= r["frac_reward_zero_std"] <= 1 for r in log)
+    assert sorted(p.name for p in (tmp_path / "grpo" / "checkpoints").iterdir()) == ["checkpoint-3"]
 
 
 def test_lora_reference_is_the_policy_without_its_adapter_and_merges_into_attention(tiny_dir, backend):
@@ -280,7 +299,7 @@ def test_the_command_line_seed_replaces_the_configs_zero_included(tmp_path, tiny
     from awares.cli import main
 
     path = tmp_path / "grpo.toml"
-    path.write_text("seed = 5\nmax_steps = 1\nprompts_per_step = 2\ngroup_size = 2\nmax_new_tokens = 6\n")
+    path.write_text("seed = 5\nmax_steps = 1\nprompts_per_step = 2\nnum_generations = 2\nmax_new_tokens = 6\n")
     for seed in ("0", "7"):
         out = tmp_path / f"seed{seed}"
         args = ["train", "grpo", str(path), "--data", str(prompts), "--model", str(tiny_dir), "--output-dir", str(out)]
@@ -315,7 +334,7 @@ def test_the_step_chosen_on_eval_data_becomes_final(tmp_path, tiny_dir, prompts)
     # The random policy scores the same at both steps, so step 1 (the earlier) is the best: give its
     # checkpoint weights of its own, and the re-run (nothing left to train) must save those as final.
     assert log["best_step"] == 1
-    checkpoint = tmp_path / "grpo" / "checkpoints" / "step-1" / "model.safetensors"
+    checkpoint = tmp_path / "grpo" / "checkpoints" / "checkpoint-1" / "model.safetensors"
     weights = load_file(checkpoint)
     weights = {k: v + 0.5 if "lm_head" in k or "embed_tokens" in k else v for k, v in weights.items()}
     save_file(weights, checkpoint, metadata={"format": "pt"})

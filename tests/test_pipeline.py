@@ -12,7 +12,9 @@ def write_configs(tmp_path):
         "train_samples = 8\nmax_steps = 1\nbatch_size = 2\nlogging_steps = 1\nground = 1.0\nread_warmup = 0\n"
     )
     (tmp_path / "sft.toml").write_text("max_steps = 2\nbatch_size = 2\nsave_steps = 100\n")
-    (tmp_path / "grpo.toml").write_text("max_steps = 1\nprompts_per_step = 2\ngroup_size = 2\nmax_new_tokens = 6\n")
+    (tmp_path / "grpo.toml").write_text(
+        "max_steps = 1\nprompts_per_step = 2\nnum_generations = 2\nmax_new_tokens = 6\n"
+    )
     config = tmp_path / "pipeline.toml"
     config.write_text(
         f'out_dir = "{tmp_path / "run"}"\nbase = "{tmp_path / "base.toml"}"\nsft = "{tmp_path / "sft.toml"}"\n'

@@ -55,7 +55,7 @@ BOUNDS = {
     f"awares eval --table1 --model {POLICY_ID} --policy crops --out runs/table1": ["--limit", "2"],
     CURATE: [],
     SFT: ["--max-steps", "1"],
-    GRPO: ["--max-steps", "1", "--prompts-per-step", "2", "--group-size", "2", "--rollout-batch-size", "4"],
+    GRPO: ["--max-steps", "1", "--prompts-per-step", "2", "--num-generations", "2", "--rollout-batch-size", "4"],
 }
 SERVERS = (SERVE, VLLM, SERVE_OPENAI)  # started together; vLLM's stand-in is `awares serve --raw`
 LOCAL_TASK = "awares_readme"  # lmms-eval's docvqa_val and chartqa read the hub; a local task stands in

@@ -62,3 +62,12 @@ def test_group_by_length_trains_on_batches_of_similar_visual_length(tmp_path, ti
     config.group_by_length, config.logging_steps = True, 1
     log = json.loads((train_sft(config) / "train_log.json").read_text())
     assert log["config"]["group_by_length"] and [e["step"] for e in log["log_history"] if "loss" in e] == [1, 2]
+
+
+def test_a_rerun_resumes_from_the_newest_checkpoint_past_strays(tmp_path):
+    from awares.train.common import last_checkpoint
+
+    assert last_checkpoint(tmp_path) is None
+    for name in ("checkpoint-2", "checkpoint-10", "checkpoint-30.bak", "checkpoint-x"):
+        (tmp_path / "checkpoints" / name).mkdir(parents=True)
+    assert last_checkpoint(tmp_path) == tmp_path / "checkpoints" / "checkpoint-10"

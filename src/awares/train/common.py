@@ -119,9 +119,13 @@ class SamplerTrainer(Trainer):
 
 
 def last_checkpoint(out: Path) -> Path | None:
-    """The newest ``checkpoint-N`` under ``out/checkpoints``: where a re-run resumes."""
-    checkpoints = sorted((out / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    return checkpoints[-1] if checkpoints else None
+    """The newest ``checkpoint-N`` under ``out/checkpoints``: where a re-run resumes (transformers'
+    own rule, which passes over strays such as ``checkpoint-1.bak``)."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    folder = out / "checkpoints"
+    found = get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    return Path(found) if found else None
 
 
 def write_train_log(

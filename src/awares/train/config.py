@@ -140,12 +140,14 @@ class GRPOConfig(WeightOptions, TomlConfig):
     output_dir: str = "runs/grpo"
     max_steps: int = 60
     prompts_per_step: int = 4
-    group_size: int = 8  # G rollouts per prompt
+    num_generations: int = 8  # G rollouts per prompt
     temperature: float = 1.0
     max_new_tokens: int = 16
     learning_rate: float = 2e-5
-    beta: float = 0.05  # KL to the reference
-    clip_epsilon: float = 0.2
+    lr_scheduler_type: str = "constant"  # a transformers scheduler type, e.g. "cosine"
+    warmup_ratio: float = 0.0  # of the optimizer steps, with the learning rate rising from 0
+    beta: float = 0.05  # KL to the reference (0: none, and no reference pass)
+    epsilon: float = 0.2
     num_iterations: int = 1  # policy updates per batch of rollouts
     micro_batch_size: int = 16  # conversations per forward/backward pass in the update
     rollout_batch_size: int = 64  # conversations generated together
@@ -171,6 +173,7 @@ class GRPOConfig(WeightOptions, TomlConfig):
     balance_labels: bool = False
     seed: int = 0
     save_steps: int = 20
+    save_total_limit: int = 0  # checkpoints kept (the newest, and the best scored): 0 keeps every one
     # Held-out data (a `--data` spec) each saved step's policy is scored on (train/select.py), and
     # whether `final` is the best scored step instead of the last.
     eval_data: str = ""
@@ -183,6 +186,13 @@ class GRPOConfig(WeightOptions, TomlConfig):
             allowed = get_args(hints[name])
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, not {getattr(self, name)!r}")
+        from transformers import SchedulerType  # here: the CLI reads these configs for its help
+
+        schedulers = [s.value for s in SchedulerType]
+        if self.lr_scheduler_type not in schedulers:
+            raise ValueError(
+                f"lr_scheduler_type must be one of {', '.join(schedulers)}, not {self.lr_scheduler_type!r}"
+            )
         if self.temperature <= 0:
             raise ValueError(f"temperature must be positive for sampled rollouts, not {self.temperature}")
         if self.load_best_model_at_end and not self.eval_data:

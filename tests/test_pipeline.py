@@ -58,3 +58,15 @@ def test_pipeline_runs_every_stage_then_skips_what_is_done(tmp_path, monkeypatch
     assert sum(1 for _ in (run / "eval" / "awares.jsonl").open()) == 4  # evaluation resumed, nothing doubled
     again_times = json.loads((run / "stage_times.json").read_text())
     assert again_times["base"] == times["base"] and again_times["grpo"] > times["grpo"]  # the rerun stage adds
+
+
+def test_a_base_model_skips_grounding_and_a_curation_that_keeps_nothing_stops_with_a_hint(
+    tmp_path, tiny_dir, monkeypatch, capsys
+):
+    monkeypatch.setenv("AWARES_HOME", str(tmp_path / "home"))
+    config = write_configs(tmp_path)
+    config.write_text(config.read_text().replace("keep_unsolvable = true", "keep_unsolvable = false"))
+    assert main(["pipeline", str(config), "--base-model", str(tiny_dir)]) == 2  # a random model answers nothing
+    out, err = capsys.readouterr()
+    assert "ground: skipped" in out and not (tmp_path / "run" / "ground").exists()
+    assert "curation kept no trajectory of 6 samples" in err and "--base-model" in err and "Traceback" not in err

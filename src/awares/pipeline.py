@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from .curate import CurateConfig, RuleJudge, curate, make_oracle
 from .data import resolve
-from .errors import ConfigError
+from .errors import ConfigError, InputError
 from .evaluate import evaluate
 from .models import HFBackend
 from .runtime import Engine, RuntimeConfig
@@ -97,7 +97,9 @@ def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = print) -> 
         say("base: training")
         with clock.stage("base"):
             base = train_base(config.stage("base", BaseTrainConfig, output_dir=str(out / "base")))
-    if config.ground:
+    if config.ground and config.base_model:
+        say("ground: skipped (a --base-model is trained already)")
+    elif config.ground:
         grounded = out / "ground" / "final"
         if _trained(grounded):
             say("ground: done, skipped")
@@ -117,6 +119,12 @@ def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = print) -> 
     with clock.stage("curate"):
         curate(records, base_engine, RuleJudge(), make_oracle(config.oracle, engine=base_engine), curation)
     trajectories = str(out / "curate" / "trajectories.jsonl")
+    if not Path(trajectories).read_text().strip():
+        raise InputError(
+            f"curation kept no trajectory of {len(records)} samples: the base VLM answered none of them right, "
+            f"at low or full resolution ({out / 'curate' / 'summary.json'}). Train the base longer "
+            "([overrides.base] max_steps) or start from a checkpoint that can answer (--base-model)"
+        )
 
     policies = {}
     for name, cls, train, start in [

@@ -203,8 +203,21 @@ def test_awares_serve_as_the_readme_starts_it_and_ask_through_a_raw_server(tmp_p
                     time.sleep(0.1)
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{ports[0]}/v1", api_key="none")
         reply = client.chat.completions.create(**chat(data_url(scene())))
-        assert reply.model_extra["awares"]["rtr"] > 0 and reply.usage.prompt_tokens > 0
         scene().save(tmp_path / "a.png")
+        ask = [
+            "ask",
+            str(tmp_path / "a.png"),
+            "What is written?",
+            "--model",
+            str(tiny_dir),
+            "--json",
+            "--max-new-tokens",
+        ]
+        assert main([*ask, "4"]) == 0
+        asked = json.loads(capsys.readouterr().out)  # the same request, in process: the same run
+        served = reply.model_extra["awares"]
+        assert (reply.choices[0].message.content, served["crops"], served["rtr"]) == (
+            asked["answer"], asked["crops"], asked["rtr"])  # fmt: skip
         url = f"http://127.0.0.1:{ports[1]}/v1"
         remote = ["--backend", "openai", "--url", url, "--served-model", "awares", "--model", str(tiny_dir), "--json"]
         assert main(["ask", str(tmp_path / "a.png"), "What is written?", *remote, "--max-new-tokens", "4"]) == 0

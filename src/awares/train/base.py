@@ -62,9 +62,8 @@ class BaseTrainConfig(TomlConfig):
     # margin around the evidence (-1: the 84-px plate's middle 28-px cell, the one token that holds
     # its code). Until `curriculum`: zooms widen to `zoom_max_cells` cells of margin
     # and fall from `view_zoom_start` to `view_zoom` of the views. Until `task_warmup`: detail questions
-    # only. A from-scratch model learns to read a one-token tag alone long before it can find it among
-    # hundreds of tokens; with every question type from the start (task_warmup 0) reading fell from
-    # 100% to 65% in the same budget. Global questions get the base view mix (no crop).
+    # only: a from-scratch model learns to read a one-token tag alone long before it can find it among
+    # hundreds of tokens (docs/experiments/training.md). Global questions get the base view mix (no crop).
     read_warmup: float = 0.2
     curriculum: float = 0.45
     view_zoom_start: float = 0.8

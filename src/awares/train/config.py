@@ -155,8 +155,7 @@ class GRPOConfig(WeightOptions, TomlConfig):
     miss_penalty: float = 2.0
     call_cost: float = 0.25
     # The paper's 0.01 x ||C||, with the requested area in percent of the image: a quadrant costs
-    # 0.25 + 0.25, `all` 0.25 + 1.0. As a fraction (0.01 x 0..1) `all` cost about what a quadrant
-    # costs, and a policy that asked for everything lost nothing.
+    # 0.25 + 0.25, `all` 0.25 + 1.0 (why percent: docs/experiments/training.md, "GRPO").
     area_cost: float = 1.0
     cost_mode: CostMode = "area"
     format_bonus: float = 0.0
@@ -165,11 +164,10 @@ class GRPOConfig(WeightOptions, TomlConfig):
     # longer earns what the evidence's own cover earns. 0 = the paper's reward.
     evidence_penalty: float = 0.0
     # What a malformed call does in rollouts: count as the (wrong) answer, or fetch `all` (the
-    # runtime's default at inference). With "all" a policy reached the whole image by writing a
-    # broken call (seen at 200 steps).
+    # runtime's default at inference, which a policy can learn to exploit: training.md, "GRPO").
     on_malformed: Literal["all", "answer"] = "answer"
     # True: each step draws as many `crop` as `direct` prompts, a guard against tool-use collapse.
-    # False (the paper): the curated mix, which did not collapse here and let GRPO drop needless calls.
+    # False (the paper): the curated mix.
     balance_labels: bool = False
     seed: int = 0
     save_steps: int = 20

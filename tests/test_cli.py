@@ -49,34 +49,28 @@ def test_ask_json_for_every_policy(tiny_dir, image_path, capsys):
             assert result["crops"] == ["0", "5"] and tokens["crops"] > 0
 
 
-def _bad_inputs(tmp_path, tiny_dir, image_path):
-    corrupt = tmp_path / "corrupt.jpg"
-    corrupt.write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
-    tiny = tmp_path / "tiny.png"
-    Image.new("RGB", (1, 1)).save(tiny)
-    long = tmp_path / "long.png"
-    Image.new("RGB", (20000, 50)).save(long)
-    empty_model = tmp_path / "empty_model"
-    empty_model.mkdir()
-    m = ["--model", str(tiny_dir)]
-    return [
-        (["ask", str(tmp_path / "missing.png"), "q", *m], "does not exist"),
-        (["ask", str(corrupt), "q", *m], "cannot read"),
-        (["ask", str(tiny), "q", *m], "at least 28"),
-        (["ask", str(long), "q", *m], "aspect ratio"),
-        (["ask", str(image_path), "  ", *m], "question is empty"),
-        (["ask", str(image_path), "q", "--model", str(empty_model)], "missing config.json"),
-        (["ask", str(image_path), "q", "--model", str(tmp_path / "nowhere")], "does not exist"),
-        (["ask", str(image_path), "q", "--policy", "oracle", *m], "needs --crops"),
-        (["ask", str(image_path), "q", "--policy", "oracle", "--crops", "0,12", *m], "unknown crop ids"),
-    ]
-
-
-def test_user_errors_exit_2_with_a_message_and_no_traceback(tmp_path, tiny_dir, image_path, capsys):
-    for args, message in _bad_inputs(tmp_path, tiny_dir, image_path):
-        assert main(args) == 2, args
-        err = capsys.readouterr().err
-        assert message in err and "Traceback" not in err, (args, err)
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["ask", "{tmp}/missing.png", "q", "--model", "{model}"], "does not exist"),
+        (["ask", "{tmp}/corrupt.jpg", "q", "--model", "{model}"], "cannot read"),
+        (["ask", "{tmp}/tiny.png", "q", "--model", "{model}"], "at least 28"),
+        (["ask", "{tmp}/long.png", "q", "--model", "{model}"], "aspect ratio"),
+        (["ask", "{image}", "  ", "--model", "{model}"], "question is empty"),
+        (["ask", "{image}", "q", "--model", "{tmp}/empty_model"], "missing config.json"),
+        (["ask", "{image}", "q", "--model", "{tmp}/nowhere"], "does not exist"),
+        (["ask", "{image}", "q", "--policy", "oracle", "--model", "{model}"], "needs --crops"),
+        (["ask", "{image}", "q", "--policy", "oracle", "--crops", "0,12", "--model", "{model}"], "unknown crop ids"),
+    ],
+)
+def test_user_errors_exit_2_with_a_message_and_no_traceback(args, message, tmp_path, tiny_dir, image_path, capsys):
+    (tmp_path / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+    Image.new("RGB", (1, 1)).save(tmp_path / "tiny.png")
+    Image.new("RGB", (20000, 50)).save(tmp_path / "long.png")
+    (tmp_path / "empty_model").mkdir()
+    assert main([a.format(tmp=tmp_path, model=tiny_dir, image=image_path) for a in args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err
 
 
 def test_installed_entry_point(tmp_path, capsys):

@@ -30,6 +30,8 @@ from .conftest import hub_cache, scene
 ROOT = Path(__file__).resolve().parents[1]
 POLICY_ID, BASE_ID = "Kimhi/AWARES-Qwen2.5-VL-7B", "Qwen/Qwen2.5-VL-7B-Instruct"
 ASK = 'awares ask page.png "What is the invoice number?"'
+SYNTH = "awares synth --split test --n 2 --out bench"
+BENCH_ASK = 'awares ask bench/images/test-000001.png "What color is the checkered code on the red plate?" --json'
 CURATE = "awares curate --data my_train/ --model Qwen/Qwen2.5-VL-7B-Instruct --out runs/curate-7b"
 SFT, GRPO = "awares train sft configs/qwen2.5-vl-7b/sft.toml", "awares train grpo configs/qwen2.5-vl-7b/grpo.toml"
 SERVE = f"awares serve --port 8000 --model {POLICY_ID}"
@@ -46,8 +48,8 @@ PIPELINE = "awares pipeline configs/pipeline.toml --out runs/pipeline"
 
 # The awares commands run in one process, in this order, each with these arguments added.
 BOUNDS = {
-    ASK: [],
-    f"{ASK} --json": [],
+    SYNTH: [],
+    BENCH_ASK: [],
     f"{ASK} --model {POLICY_ID}": [],
     f"{ASK} --model {BASE_ID} --policy full": [],
     "awares eval": ["--limit", "4"],
@@ -210,13 +212,15 @@ def readme_run(tmp_path_factory):
             server.wait(timeout=30)
 
 
-def test_ask_answers_with_the_shipped_policy_and_with_models_named_by_hub_id(readme_run):
+def test_the_tiny_policy_reads_its_benchmark_and_ask_takes_models_by_hub_id(readme_run):
     _, results = readme_run
-    for command in (ASK, f"{ASK} --model {POLICY_ID}", f"{ASK} --model {BASE_ID} --policy full"):
+    for command in (f"{ASK} --model {POLICY_ID}", f"{ASK} --model {BASE_ID} --policy full"):
         code, out, err = results[command]
         assert code == 0 and out.startswith("answer: ") and "RTR" in out, (command, err)
-    code, out, err = results[f"{ASK} --json"]
-    assert code == 0 and json.loads(out)["policy"] == "crops", err
+    assert results[SYNTH][0] == 0
+    code, out, err = results[BENCH_ASK]
+    asked = json.loads(out)
+    assert code == 0 and asked["answer"] == "pink" and asked["crops"], err  # a detail: it calls, and reads it
     assert results[f"{ASK} --model {BASE_ID} --policy full"][1].count("RTR 1.00") == 1
 
 

@@ -154,6 +154,19 @@ def test_a_field_the_server_cannot_take_is_named_in_the_errors_param(server, ext
     assert reply["error"]["message"].startswith(param) or param in reply["error"]["message"]
 
 
+@pytest.mark.parametrize(
+    ("part", "param", "message"),
+    [
+        ({"type": "input_audio", "input_audio": {}}, "messages.0.content.0", "does not match any of the expected"),
+        ({"type": "image_url"}, "messages.0.content.0.image_url", "Field required"),
+        ({"type": "text", "text": "a \ud800 b"}, "messages.0.content.0.text", "not valid Unicode"),
+    ],
+)
+def test_a_bad_content_part_is_named_by_its_place(server, part, param, message):
+    status, reply, _ = server.post({"messages": [{"role": "user", "content": [part]}]})
+    assert status == 400 and reply["error"]["param"] == param and message in reply["error"]["message"], reply
+
+
 def test_fields_openai_clients_add_are_ignored_as_openai_ignores_them(server):
     status, reply, _ = server.post(chat(data_url(IMAGES[0]), user="someone", metadata={"run": "1"}))
     assert status == 200 and reply["choices"][0]["message"]["content"]

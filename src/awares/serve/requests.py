@@ -139,8 +139,12 @@ def parse_request(body: Any, model: str, policies: tuple[str, ...], max_tokens_l
     try:
         request = ChatCompletionRequest.model_validate(body)
     except ValidationError as err:
-        problem = err.errors()[0]
-        where = ".".join(str(part) for part in problem["loc"] if not str(part).startswith("function-"))
+        # the deepest error says most (a bad part of a list content, not that content is no string);
+        # union branches (``str``, ``list[...]``) and validator names are left out of the field's path;
+        problem = max(err.errors(), key=lambda e: len(e["loc"]))
+        path = [str(part) for part in problem["loc"] if not _branch(part)]
+        # a content part's tag repeats as its field's name (text.text): said once
+        where = ".".join(part for i, part in enumerate(path) if i == 0 or part != path[i - 1])
         message = problem["msg"].removeprefix("Value error, ")
         if problem["type"] == "model_type":
             raise BadRequest(400, "the request body must be a JSON object") from err
@@ -152,6 +156,10 @@ def parse_request(body: Any, model: str, policies: tuple[str, ...], max_tokens_l
     if request.limit > max_tokens_limit:
         raise BadRequest(400, f"max_tokens must be at most {max_tokens_limit} on this server", "max_tokens")
     return request
+
+
+def _branch(part: Any) -> bool:
+    return isinstance(part, str) and (part in ("str", "int", "float") or part.startswith(("function-", "list[")))
 
 
 def batch_key(request: ChatCompletionRequest) -> tuple[Any, ...]:

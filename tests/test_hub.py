@@ -3,7 +3,6 @@ name models and benchmarks by hub id run in test_readme.py against a hub cache t
 
 import os
 import subprocess
-import sys
 
 from awares.cli import main
 from awares.hub import is_repo_id
@@ -14,7 +13,7 @@ from .conftest import scene
 def test_a_hub_id_missing_from_the_cache_offline_exits_2_saying_what_to_set(tmp_path):
     scene().save(tmp_path / "page.png")
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}  # read when the hub is imported
-    command = [sys.executable, "-m", "awares.cli", "ask", str(tmp_path / "page.png"), "q", "--model", "org/not-cached"]
+    command = ["awares", "ask", str(tmp_path / "page.png"), "q", "--model", "org/not-cached"]  # the console script
     child = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert child.returncode == 2
     assert "HF_HUB_OFFLINE" in child.stderr and "org/not-cached" in child.stderr

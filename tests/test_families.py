@@ -22,7 +22,8 @@ from awares.runtime import SERVED_POLICIES, Engine, Request, RuntimeConfig
 from awares.serve import ServeConfig
 from awares.train.collate import ChatCollator
 from awares.train.common import WeightOptions, load_trainable
-from awares.train.grpo import rollout, token_logprobs
+from awares.train.grpo import token_logprobs
+from awares.train.rollouts import rollout
 
 from .conftest import ForcedCalls, Server, chat, from_scratch_logits, scene
 

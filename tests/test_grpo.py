@@ -13,17 +13,9 @@ from awares.models import load_processor
 from awares.runtime import Engine, RuntimeConfig
 from awares.train.collate import ChatCollator
 from awares.train.common import WeightOptions, load_trainable, plain
-from awares.train.grpo import (
-    GRPOConfig,
-    group_advantages,
-    policy_loss,
-    reference_logprobs,
-    rollout,
-    score,
-    token_logprobs,
-    train_grpo,
-)
+from awares.train.grpo import GRPOConfig, group_advantages, policy_loss, reference_logprobs, token_logprobs, train_grpo
 from awares.train.rewards import CorrectnessReward, CropCostReward, EvidenceReward, FormatReward
+from awares.train.rollouts import rollout, score
 from awares.train.select import StepScorer, best_step
 
 from .conftest import Scripted, scene
@@ -277,7 +269,7 @@ def test_weights_load_in_the_chosen_dtype_and_reject_others(tiny_dir):
 
 
 def test_prompt_draws_are_seeded_and_balanced_on_request(tmp_path):
-    from awares.train.grpo import PromptSet
+    from awares.train.rollouts import PromptSet
 
     path = tmp_path / "trajectories.jsonl"
     labels = ["crop"] * 2 + ["direct"] * 8

@@ -5,7 +5,7 @@ around an environment step that inserts *images* (the crops) into a user turn of
 reusing the turn-1 KV cache. TRL 1.16's trainer has tools that return images, but through the chat
 template's tool support, which Qwen2.5-VL's template (the released checkpoint's) does not have, and
 its vLLM rollouts with images have open bugs (TRL #6294, #6401). So the rollouts come from the
-runtime ``Engine`` itself (sampling, the same parser and crop execution as at inference), and
+runtime ``Engine`` itself (``train/rollouts.py``: the same sampling, parser and crops as at inference), and
 the loss re-scores each finished conversation with ``ChatCollator``'s assistant mask: the tokens
 the policy generated (call and answer) are actions; system, user, crop images and padding are not.
 """
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import shutil
 import time
 from contextlib import nullcontext
@@ -24,67 +23,19 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from PIL import Image
 from transformers import AutoModelForImageTextToText, get_scheduler, set_seed
 
-from ..errors import ConfigError, InputError
-from ..images import load_image
+from ..errors import ConfigError
 from ..jsonl import append, open_append, rows
 from ..models import HFBackend, Sampling, load_processor, model_dir
 from ..models.families import family_of
 from ..models.processor import save_processor
-from ..protocol import Message
-from ..runtime import Engine, Request, Result, RuntimeConfig
+from ..runtime import Engine, RuntimeConfig
 from .collate import IGNORE_INDEX, ChatCollator
 from .common import load_trainable, per_process, plain, rank_digests
 from .config import GRPOConfig
-from .rewards import CorrectnessReward, CropCostReward, EvidenceReward, FormatReward
+from .rollouts import PromptSet, Rollout, call_rate, rollout, score
 from .select import StepScorer, best_step, step_scores
-
-
-@dataclass
-class Rollout:
-    """One sampled trajectory and what the rewards need to know about it."""
-
-    messages: list[Message]
-    result: Result
-    crop_area: float
-
-
-class PromptSet:
-    """Curated trajectories used as prompts; ``sample`` draws a step's prompts deterministically."""
-
-    def __init__(self, path: str | Path):
-        path = Path(path)
-        if not path.is_file():
-            raise InputError(f"prompt file {path} does not exist")
-        self.rows = [r for r in rows(path) if r.get("image") and r.get("question") and r.get("answers")]
-        if not self.rows:
-            raise InputError(f"no usable prompts (image, question, answers) in {path}")
-        self.root = path.parent
-
-    def sample(self, n: int, seed: int, balance: bool) -> list[dict[str, Any]]:
-        rng = random.Random(seed)
-        pools = [[r for r in self.rows if r.get("label") == tag] for tag in ("crop", "direct")]
-        if not balance or not all(pools):
-            return rng.sample(self.rows, min(n, len(self.rows)))
-        return [rng.choice(pools[i % 2]) for i in range(n)]
-
-    def image(self, row: dict[str, Any]) -> Image.Image:
-        path = Path(row["image"])
-        return load_image(path if path.is_absolute() else self.root / path)
-
-
-def rollout(engine: Engine, prompts: list[tuple[Image.Image, str]], num_generations: int) -> list[Rollout]:
-    """``num_generations`` sampled protocol runs per prompt (consecutive), each with its final conversation."""
-    requests = [Request(image, question) for image, question in prompts for _ in range(num_generations)]
-    results = engine.answer_batch(requests, "crops")
-    return [Rollout(r.messages, r, r.crop_pixels / (r.image_size[0] * r.image_size[1])) for r in results]
-
-
-def call_rate(results: list[Result]) -> float | None:
-    """Share of rollouts that called the tool (None when there are none): the collapse watch."""
-    return sum(len(r.turns) > 1 for r in results) / len(results) if results else None
 
 
 def group_advantages(rewards: torch.Tensor, num_generations: int, eps: float = 1e-4) -> torch.Tensor:
@@ -136,32 +87,6 @@ def policy_loss(
     lengths = mask.sum(dim=1).clamp(min=1)
     loss = (((-surrogate + beta * kl) * mask).sum(dim=1) / lengths).mean()
     return loss, ((kl * mask).sum(dim=1) / lengths).mean().detach()
-
-
-def score(rollouts: list[Rollout], prompts: list[dict[str, Any]], num_generations: int, config: GRPOConfig):
-    """Per-function rewards and their sum for each rollout."""
-    expand = [p for p in prompts for _ in range(num_generations)]
-    columns = {
-        "answers": [p["answers"] for p in expand],
-        "question": [p["question"] for p in expand],
-        "label": [p.get("label", "direct") for p in expand],
-        "crops": [r.result.crops for r in rollouts],
-        "crop_area": [r.crop_area for r in rollouts],
-        "extra_tokens": [r.result.tokens.crops / r.result.tokens.full for r in rollouts],
-        "parse_status": [r.result.parse_status for r in rollouts],
-        "boxes": [p.get("boxes") for p in expand],
-        "image_size": [r.result.image_size for r in rollouts],
-    }
-    functions = {
-        "correct": CorrectnessReward(),
-        "cost": CropCostReward(config.miss_penalty, config.call_cost, config.area_cost, config.cost_mode),
-        "format": FormatReward(config.format_bonus),
-    }
-    if config.evidence_penalty:
-        functions["evidence"] = EvidenceReward(config.evidence_penalty)
-    completions = [r.result.answer for r in rollouts]
-    parts = {name: torch.tensor(f(completions, **columns)) for name, f in functions.items()}
-    return parts, sum(parts.values())
 
 
 CHECKPOINT_PREFIX = "checkpoint-"  # the Trainer's layout, as the base and SFT stages save

@@ -184,7 +184,8 @@ def readme_run(tmp_path_factory):
     user = tmp_path_factory.mktemp("user")
     shutil.copytree(ROOT / "configs", user / "configs")
     scene().save(user / "page.png")
-    env = {**os.environ, "HF_HOME": str(home), "HF_HUB_OFFLINE": "1", "AWARES_HOME": str(user / ".cache")}
+    env = {**os.environ, "HF_HOME": str(home), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    env["AWARES_HOME"] = str(user / ".cache")
     vllm, ours, remote = free_port(), free_port(), free_port()
     port_maps = {SERVE: {"8000": ours}, VLLM: {"8000": vllm}, SERVE_OPENAI: {"8000": vllm, "9000": remote}}
     servers = {command: start(command, user, env, port_maps[command]) for command in SERVERS}

@@ -138,6 +138,7 @@ class _Run:
     out: Path
     start: int  # the last step done before this run (resumed from)
     scorer: StepScorer | None
+    share: int  # prompts each process rolls out per step
 
     @property
     def log_file(self) -> Path:
@@ -170,6 +171,7 @@ def _setup(config: GRPOConfig) -> _Run:
             f"evidence_penalty needs the oracle's boxes in the prompt rows (`boxes`); {config.data} has none: "
             "re-run `awares curate` with the same --out to merge them in"
         )
+    share = per_process(config.prompts_per_step, "prompts_per_step")  # each process rolls out its share
     if len(prompts.rows) < config.prompts_per_step:
         raise ConfigError(f"prompts_per_step = {config.prompts_per_step} is more than the {len(prompts.rows)} prompts")
     source = model_dir(config.model)
@@ -203,7 +205,7 @@ def _setup(config: GRPOConfig) -> _Run:
         if start:
             scorer(accelerator.unwrap_model(policy), processor, start)  # finishes a score cut short
     run = _Run(config, accelerator, prompts, processor, policy, reference, optimizer, scheduler, engine,
-               ChatCollator(processor, family_of(policy)), out, start, scorer)  # fmt: skip
+               ChatCollator(processor, family_of(policy)), out, start, scorer, share)  # fmt: skip
     if accelerator.is_main_process:
         kept = [r for r in rows(run.log_file) if r.get("step", 0) <= start]  # steps after the last save are redone
         out.mkdir(parents=True, exist_ok=True)
@@ -218,7 +220,7 @@ def _step(run: _Run, step: int) -> dict[str, Any]:
     the same: ``reward_std``, ``frac_reward_zero_std``)."""
     config, accelerator = run.config, run.accelerator
     t0 = time.perf_counter()
-    share = per_process(config.prompts_per_step, "prompts_per_step")  # each process rolls out its share
+    share = run.share
     drawn = run.prompts.sample(config.prompts_per_step, config.seed * 100_003 + step, config.balance_labels)
     rank = accelerator.process_index
     batch_prompts = drawn[rank * share : (rank + 1) * share]
@@ -278,7 +280,7 @@ def _finish(run: _Run, began: float) -> Path:
             "resumed_from_step": run.start,
             "seconds": time.perf_counter() - began,
             "world_size": accelerator.num_processes,
-            "prompts_per_process": per_process(config.prompts_per_step, "prompts_per_step"),
+            "prompts_per_process": run.share,
             "rank_weight_digests": digests,
             **chosen,
         }

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from awares.errors import ConfigError
 from awares.models import TinyConfig
 from awares.pipeline import PipelineConfig
 from awares.train.base import BaseTrainConfig
@@ -18,7 +19,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.parametrize(
     "pipeline",
-    ["configs/pipeline.toml", "configs/gpu/pipeline.toml", "configs/gpu/check.toml", "configs/qwen3.5/pipeline.toml"],
+    [
+        "configs/pipeline.toml",
+        "configs/gpu/pipeline.toml",
+        "configs/gpu/check.toml",
+        "configs/qwen3.5/pipeline.toml",
+        "configs/qwen3-vl/pipeline.toml",
+        "configs/all-sizes/pipeline.toml",
+    ],
 )
 def test_pipeline_configs_and_the_stage_configs_they_name_load(pipeline, monkeypatch):
     monkeypatch.chdir(ROOT)
@@ -203,3 +211,20 @@ def test_the_qwen35_miniature_is_the_shipped_pipeline_on_a_qwen35_base(monkeypat
         "model": None,
         "output_dir": None,
     }
+
+
+def test_the_all_sizes_miniature_grounds_curates_and_selects_on_every_size(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    config, shipped = (PipelineConfig.from_toml(p) for p in ("configs/all-sizes/pipeline.toml", "configs/pipeline.toml"))
+    assert config.stage("base", BaseTrainConfig) == shipped.stage("base", BaseTrainConfig)  # the curriculum's start
+    ground = config.stage("ground", BaseTrainConfig, init="runs/x")
+    assert ground.train_split == "train-all"
+    assert {**vars(ground), "train_split": None} == {
+        **vars(shipped.stage("ground", BaseTrainConfig, init="runs/x")),
+        "train_split": None,
+    }
+    assert config.curate_data == "synthetic:train-all:4000"
+    grpo = config.stage("grpo", GRPOConfig)
+    assert grpo.eval_data == "synthetic:val-all:300" and grpo.load_best_model_at_end
+    with pytest.raises(ConfigError, match="train_split must be one of"):
+        shipped.stage("base", BaseTrainConfig).with_values({"train_split": "train-everything"}, "test")

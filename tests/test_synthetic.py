@@ -97,6 +97,20 @@ def test_sizes_vary_in_side_and_aspect_and_stay_on_the_grid():
     assert any(w / h >= 3 for w, h in sizes) and any(h / w >= 3 for w, h in sizes)
 
 
+def test_the_all_sizes_splits_span_the_processors_range_in_three_equal_buckets():
+    tokens = [s.image.size[0] * s.image.size[1] // (28 * 28) for s in generate("val-all", 240)]
+    buckets = Counter(0 if t <= 400 else 1 if t <= 1024 else 2 for t in tokens)
+    assert min(tokens) >= 64 and max(tokens) <= 2048 and min(buckets.values()) > 240 / 3 * 0.7
+    sizes = {s.image.size for s in generate("train-all", 240)}
+    assert all(w % 112 == 0 and h % 112 == 0 and max(w, h) <= 4 * min(w, h) for w, h in sizes)
+    assert any(w == 4 * h for w, h in sizes) and any(w * h > 1024 * 28 * 28 for w, h in sizes)
+    for s in generate("train-all", 60, detail_fraction=1.0):  # every size still places each crop's plates
+        assert boxes_to_crops(s.evidence, *s.image.size).crop_ids == (s.meta["target"],)
+    # the older splits draw exactly what they drew before these were added
+    first = next(generate("train", 1))
+    assert (first.image.size, first.answers) == ((784, 336), ["red"])
+
+
 def test_every_crop_is_the_cheapest_cover_of_a_ninth_of_the_plates():
     samples = list(generate("val", 720, detail_fraction=1.0))
     covers = Counter()

@@ -8,7 +8,7 @@ from ..errors import InputError
 from .records import Record, RowError, read_jsonl, write_dataset
 from .synthetic import SPLIT_OFFSETS, VERSION, generate
 
-DEFAULT_SIZES = {"train": 4000, "val": 200, "test": 400, "large": 200, "xlarge": 200}
+DEFAULT_SIZES = {"train": 4000, "val": 200, "test": 400, "large": 200, "xlarge": 200, "train-all": 4000, "val-all": 300}
 
 
 def synthetic_dir(split: str, n: int, root: Path, detail_fraction: float = 0.4) -> Path:

@@ -12,7 +12,8 @@ Plates are placed so that each of the nine crops ``0``-``8`` is the cheapest cov
 for one ninth of the detail questions (quadrants; the centre for plates across a midline near the
 middle; a half for plates across a midline near an edge). Image sides are multiples of 112 px from
 224 to 896 (area at most 560 x 560, so aspect ratios run from 1:4 to 4:1; the held-out ``large`` and
-``xlarge`` splits are larger, up to 1,344 px and 1.6 MP) and plates sit on the
+``xlarge`` splits are larger, up to 1,344 px and 1.6 MP; ``train-all`` and ``val-all`` span all of it,
+aspect ratios 1:4 to 4:1) and plates sit on the
 28-px grid of merged tokens, so neither the full image, its half-resolution view nor any crop of the
 set is resampled by the Qwen2-VL processor: what the model sees is exactly what was drawn.
 
@@ -53,12 +54,21 @@ SIZES = tuple((w, h) for w in SIDES for h in SIDES if w * h <= MAX_AREA)
 # Held-out larger sizes, the same drawing on the processor's grid: ``large`` (0.31-0.45 MP, at most 576
 # full-image tokens, sides up to 1,008 px) and ``xlarge`` (0.45-1.6 MP, up to the released processor's
 # cap of 2,048 tokens, sides up to 1,344 px), aspect ratios up to 3:1.
-def _sizes(sides: range, low: int, high: int) -> tuple[tuple[int, int], ...]:
-    return tuple((w, h) for w in sides for h in sides if low < w * h <= high and max(w, h) <= 3 * min(w, h))
+def _sizes(sides: range, low: int, high: int, aspect: int = 3) -> tuple[tuple[int, int], ...]:
+    return tuple((w, h) for w in sides for h in sides if low < w * h <= high and max(w, h) <= aspect * min(w, h))
 
 
-LARGE_SIZES = _sizes(range(448, 1009, 112), MAX_AREA, 576 * 28 * 28)
-XLARGE_SIZES = _sizes(range(448, 1345, 112), 576 * 28 * 28, 2048 * 28 * 28)
+TOKEN_PX = 28 * 28  # pixels of one merged visual token of the released (Qwen2.5-VL) processor
+LARGE_SIZES = _sizes(range(448, 1009, 112), MAX_AREA, 576 * TOKEN_PX)
+XLARGE_SIZES = _sizes(range(448, 1345, 112), 576 * TOKEN_PX, 2048 * TOKEN_PX)
+# The processor's whole range, for training a policy that holds at every size (``train-all`` and
+# ``val-all``): the test split's sizes, then 400-1,024 and 1,024-2,048 full-image tokens (its cap),
+# aspect ratios 1:4 to 4:1, each of the three drawn for a third of the samples.
+ALL_SIZES = (
+    SIZES,
+    _sizes(range(224, 2521, 112), MAX_AREA, 1024 * TOKEN_PX, aspect=4),
+    _sizes(range(224, 2521, 112), 1024 * TOKEN_PX, 2048 * TOKEN_PX, aspect=4),
+)
 CELL = 28  # plates sit on the 28-px grid of merged tokens
 
 # The detail target: a plate of a reserved colour that differs from every background in two RGB
@@ -187,11 +197,17 @@ def plate_position(rng: random.Random, width: int, height: int, target: str) -> 
     return rng.choice(xs), rng.choice(ys)
 
 
+Sizes = tuple[tuple[int, int], ...]
+
+
 def make_sample(
-    seed: int, detail_fraction: float = 0.4, sample_id: str | None = None, sizes: tuple[tuple[int, int], ...] = SIZES
+    seed: int, detail_fraction: float = 0.4, sample_id: str | None = None, sizes: Sizes | tuple[Sizes, ...] = SIZES
 ) -> Sample:
-    """Deterministically generate the sample of ``seed``, its image size drawn from ``sizes``."""
+    """Deterministically generate the sample of ``seed``, its image size drawn from ``sizes`` (or from
+    one of several groups of sizes, the group drawn first)."""
     rng = random.Random(seed)
+    if isinstance(sizes[0][0], tuple):
+        sizes = rng.choice(sizes)
     width, height = rng.choice(sizes)
     background = rng.choice(list(BACKGROUNDS))
     jitter = rng.randint(-6, 6)
@@ -224,8 +240,24 @@ def make_sample(
     return Sample(sid, image, question, [background], [Box(0, 0, width, height)], "global", {"type": "background"})
 
 
-SPLIT_OFFSETS = {"train": 0, "val": 10_000_000, "test": 20_000_000, "large": 30_000_000, "xlarge": 40_000_000}
-SPLIT_SIZES = {"train": SIZES, "val": SIZES, "test": SIZES, "large": LARGE_SIZES, "xlarge": XLARGE_SIZES}
+SPLIT_OFFSETS = {
+    "train": 0,
+    "val": 10_000_000,
+    "test": 20_000_000,
+    "large": 30_000_000,
+    "xlarge": 40_000_000,
+    "train-all": 50_000_000,
+    "val-all": 60_000_000,
+}
+SPLIT_SIZES = {
+    "train": SIZES,
+    "val": SIZES,
+    "test": SIZES,
+    "large": LARGE_SIZES,
+    "xlarge": XLARGE_SIZES,
+    "train-all": ALL_SIZES,
+    "val-all": ALL_SIZES,
+}
 VERSION = 4  # bump when the samples of a seed change: cached exports are keyed by it
 
 

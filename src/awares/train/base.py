@@ -25,7 +25,7 @@ from transformers import AutoModelForImageTextToText, SchedulerType, TrainerCall
 from ..crops import Box, boxes_to_crops, crop_box, low_res_size, low_res_view
 from ..data import Record, read_jsonl
 from ..data.sources import synthetic_dir
-from ..data.synthetic import CELL, corpus
+from ..data.synthetic import CELL, SPLIT_OFFSETS, corpus
 from ..errors import ConfigError
 from ..images import image_size, load_image
 from ..models import TinyConfig, build_tiny, load_processor
@@ -43,6 +43,7 @@ class BaseTrainConfig(TomlConfig):
 
     output_dir: str = "runs/base"
     init: str = ""  # a trained base (with its processor) to train further; "" builds a fresh tiny model
+    train_split: str = "train"  # the synthetic split it draws from; "train-all": every size up to 2,048 tokens
     train_samples: int = 6000
     detail_fraction: float = 0.5
     max_steps: int = 2400
@@ -90,6 +91,8 @@ class BaseTrainConfig(TomlConfig):
     model: dict[str, Any] = field(default_factory=dict)  # TinyConfig overrides
 
     def __post_init__(self) -> None:
+        if self.train_split not in SPLIT_OFFSETS:
+            raise ValueError(f"train_split must be one of {', '.join(SPLIT_OFFSETS)}, not {self.train_split!r}")
         schedulers = [s.value for s in SchedulerType]
         if self.lr_scheduler not in schedulers:
             raise ValueError(f"lr_scheduler must be one of {', '.join(schedulers)}, not {self.lr_scheduler!r}")
@@ -284,9 +287,9 @@ class CurriculumCallback(TrainerCallback):
 
 
 def training_records(config: BaseTrainConfig, root: Path, samples: int = 0) -> list[Record]:
-    """The synthetic training split a base run draws from (``samples`` of it, default the config's
+    """The synthetic split a base run draws from (``samples`` of ``train_split``, default the config's
     ``train_samples``), written under ``root``; a bad generated row is an error, not skipped."""
-    path = synthetic_dir("train", samples or config.train_samples, root, config.detail_fraction)
+    path = synthetic_dir(config.train_split, samples or config.train_samples, root, config.detail_fraction)
     records, errors = read_jsonl(path)
     if errors:
         raise ValueError(f"{len(errors)} bad rows in the generated training data: {errors[:3]}")

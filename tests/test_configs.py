@@ -215,7 +215,9 @@ def test_the_qwen35_miniature_is_the_shipped_pipeline_on_a_qwen35_base(monkeypat
 
 def test_the_all_sizes_miniature_grounds_curates_and_selects_on_every_size(monkeypatch):
     monkeypatch.chdir(ROOT)
-    config, shipped = (PipelineConfig.from_toml(p) for p in ("configs/all-sizes/pipeline.toml", "configs/pipeline.toml"))
+    config, shipped = (
+        PipelineConfig.from_toml(p) for p in ("configs/all-sizes/pipeline.toml", "configs/pipeline.toml")
+    )
     assert config.stage("base", BaseTrainConfig) == shipped.stage("base", BaseTrainConfig)  # the curriculum's start
     ground = config.stage("ground", BaseTrainConfig, init="runs/x")
     assert ground.train_split == "train-all"

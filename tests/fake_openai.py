@@ -9,13 +9,23 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 class FakeChatServer:
     """Replies to ``POST /v1/chat/completions`` with the scripted (status, text) pairs in order (the
-    last one repeats) and records every request body."""
+    last one repeats) and records every request body; ``GET`` of a path in ``routes`` answers its
+    JSON, any other ``GET`` a 404 (as an engine without that route)."""
 
-    def __init__(self, script: list[tuple[int, str]]):
-        self.script, self.requests = list(script), []
+    def __init__(self, script: list[tuple[int, str]], routes: dict[str, object] | None = None):
+        self.script, self.requests, self.routes = list(script), [], routes or {}
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                found = self.path in server.routes
+                payload = json.dumps(server.routes[self.path] if found else {"error": "not found"}).encode()
+                self.send_response(200 if found else 404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 server.requests.append(body)

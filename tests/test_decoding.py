@@ -180,8 +180,10 @@ def test_guided_calls_send_the_regex_as_vllm_structured_outputs(policies):
     from awares.serve import ServeConfig
 
     server = Server(Engine(policies[True], RuntimeConfig()), ServeConfig(), raw=True)
-    try:
-        backend = OpenAIBackend(f"{server.url}/v1", "awares", policies[True].processor, guided_calls=True)
+    try:  # `awares serve --raw` stands in for vLLM (named: it would be detected as awares, which cannot guide)
+        backend = OpenAIBackend(
+            f"{server.url}/v1", "awares", policies[True].processor, guided_calls=True, engine="vllm"
+        )
         sent = []
         create = backend.client.chat.completions.create
         backend.client.chat.completions.create = lambda **kw: sent.append(kw) or create(**kw)

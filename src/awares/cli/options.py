@@ -13,6 +13,7 @@ from typing import Any
 from ..crops import CROP_IDS
 from ..errors import InputError
 from ..models.families import supported
+from ..models.servers import ENGINE_NAMES
 from ..runtime import POLICIES, POLICY_TABLE, Engine, RuntimeConfig
 
 
@@ -142,7 +143,14 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--guided-calls",
         action="store_true",
-        help="openai backend: constrain turns to a call or an answer with vLLM's structured outputs",
+        help="openai backend: constrain turns to a call or an answer, in the form the server's engine enforces "
+        "(vLLM structured outputs, SGLang regex, llama.cpp GBNF grammar); an engine that cannot is an error",
+    )
+    group.add_argument(
+        "--engine",
+        choices=["auto", *ENGINE_NAMES],
+        default="auto",
+        help="openai backend: the server's engine (auto: asked from the server when --guided-calls needs it)",
     )
 
 
@@ -163,7 +171,12 @@ def engine(args: argparse.Namespace, policy: str) -> Engine:
         if not (args.url and args.served_model):
             raise InputError("--backend openai needs --url and --served-model")
         backend = OpenAIBackend.connect(
-            args.url, args.served_model, args.processor or source, args.revision, guided_calls=args.guided_calls
+            args.url,
+            args.served_model,
+            args.processor or source,
+            args.revision,
+            guided_calls=args.guided_calls,
+            engine=args.engine,
         )
     else:
         backend = HFBackend.load(

@@ -1,4 +1,4 @@
-"""A backend that runs each turn on an OpenAI-compatible VLM server (vLLM, SGLang, ``awares serve --raw``).
+"""Each turn on an OpenAI-compatible VLM server (vLLM, SGLang, llama.cpp, ``awares serve --raw``).
 
 Turn 2 sends the whole two-turn conversation with the crops as the second user turn: the server's
 prefix cache (vLLM's ``--enable-prefix-caching``) reuses the turn-1 prefix, as ``HFBackend.extend``
@@ -15,10 +15,11 @@ from typing import Any
 from PIL import Image
 
 from ..hub import resolve_model
-from ..protocol import CALL_OR_ANSWER_REGEX, Message
+from ..protocol import Message
 from .backend import GREEDY, Sampling, Stream, Turn
 from .endpoint import EndpointError, data_url
 from .processor import load_processor
+from .servers import detect_engine, engine_named, guided_body
 
 
 def to_openai(messages: list[Message]) -> list[dict[str, Any]]:
@@ -42,11 +43,12 @@ class OpenAIBackend:
     """``generate`` and ``extend`` as chat completions on ``base_url`` (one request per conversation,
     ``concurrency`` at a time, so the server can batch them).
 
-    ``guided_calls`` constrains every turn to ``CALL_OR_ANSWER_REGEX`` with vLLM's structured outputs
-    (``structured_outputs.regex``, vLLM >= 0.10.2), so a turn that starts a call always parses. It
-    does not skip decoding steps (vLLM decodes the call's fixed syntax token by token) and costs the
-    server a token mask per step; it is off by default, and servers without structured outputs
-    refuse or ignore the field.
+    ``guided_calls`` constrains every turn to a call or an answer (``CALL_OR_ANSWER_REGEX``) in the
+    form the server's engine enforces (``servers.ENGINES``: vLLM's structured outputs, SGLang's
+    regex, llama.cpp's GBNF grammar), so a turn that starts a call always parses. ``engine`` names
+    the engine, or ``auto`` asks the server; guided calls on an engine that cannot enforce them are
+    an error. They do not skip decoding steps (the server decodes the call's fixed syntax token by
+    token) and cost the server a token mask per step; off by default.
     """
 
     def __init__(
@@ -59,13 +61,19 @@ class OpenAIBackend:
         max_retries: int = 2,
         concurrency: int = 16,
         guided_calls: bool = False,
+        engine: str = "auto",
     ):
         import openai
 
         self.base_url, self.model, self.processor, self.tokenizer = base_url, model, processor, processor.tokenizer
         self.client = openai.OpenAI(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=max_retries)
         self.concurrency = concurrency
-        self.extra_body = {"structured_outputs": {"regex": CALL_OR_ANSWER_REGEX}} if guided_calls else None
+        self.engine = None
+        if engine != "auto":
+            self.engine = engine_named(engine)
+        elif guided_calls:  # only then does the engine matter enough to ask the server
+            self.engine = detect_engine(base_url)
+        self.extra_body = guided_body(self.engine, base_url) if guided_calls else None
 
     @classmethod
     def connect(
@@ -76,7 +84,12 @@ class OpenAIBackend:
         return cls(base_url, model, load_processor(resolve_model(processor_dir, revision)), **options)
 
     def describe(self) -> dict[str, Any]:
-        return {"url": self.base_url, "model": self.model, "guided_calls": self.extra_body is not None}
+        return {
+            "url": self.base_url,
+            "model": self.model,
+            "engine": self.engine.name if self.engine else None,
+            "guided_calls": self.extra_body is not None,
+        }
 
     def generate(
         self,

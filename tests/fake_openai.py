@@ -9,11 +9,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 class FakeChatServer:
     """Replies to ``POST /v1/chat/completions`` with the scripted (status, text) pairs in order (the
-    last one repeats) and records every request body; ``GET`` of a path in ``routes`` answers its
-    JSON, any other ``GET`` a 404 (as an engine without that route)."""
+    last one repeats) and records every request body, with ``prompt_tokens`` as its usage if given;
+    ``GET`` of a path in ``routes`` answers its JSON, any other ``GET`` a 404 (as an engine without
+    that route)."""
 
-    def __init__(self, script: list[tuple[int, str]], routes: dict[str, object] | None = None):
+    def __init__(
+        self, script: list[tuple[int, str]], routes: dict[str, object] | None = None, prompt_tokens: int | None = None
+    ):
         self.script, self.requests, self.routes = list(script), [], routes or {}
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": 1, "total_tokens": (prompt_tokens or 0) + 1}
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -38,6 +42,7 @@ class FakeChatServer:
                     "choices": [
                         {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}
                     ],
+                    **({"usage": usage} if prompt_tokens else {}),
                 }
                 payload = json.dumps(reply if status == 200 else {"error": {"message": text}}).encode()
                 self.send_response(status)

@@ -4,10 +4,13 @@ import re
 
 import pytest
 
+from awares.crops import low_res_view
+from awares.data import generate
 from awares.errors import InputError
 from awares.models import OpenAIBackend
+from awares.models.endpoint import EndpointError
 from awares.models.servers import CALL_OR_ANSWER_GBNF, ENGINES, detect_engine, engine_named
-from awares.protocol import CALL_OR_ANSWER_REGEX
+from awares.protocol import CALL_OR_ANSWER_REGEX, SYSTEM_PROMPT, turn1_messages
 from tests.fake_openai import FakeChatServer
 
 # What each engine answers to the probes (trimmed to the keys they read; the real replies hold more).
@@ -58,3 +61,19 @@ def test_every_engine_that_guides_gets_the_same_language():
     assert [e.name for e in ENGINES if e.guided] == ["llama.cpp", "sglang", "vllm"]
     assert re.search(r"""call ::= "GET_CROPS: \[" \("'all'" \| crop \(", " crop\)\*\) "\]\"""", CALL_OR_ANSWER_GBNF)
     assert "[0-8]" in CALL_OR_ANSWER_GBNF and "[0-8]" in CALL_OR_ANSWER_REGEX
+
+
+def test_a_server_that_counts_other_prompt_tokens_than_the_processor_is_an_error(backend):
+    sample = next(generate("test", 1))
+    conversation = turn1_messages(low_res_view(sample.image), sample.question, SYSTEM_PROMPT)
+    text = backend.template.prompt(conversation)
+    expected = len(backend.processor(text=[text], images=[low_res_view(sample.image)])["input_ids"][0])
+    for counted, fails in ((expected, False), (expected + 40, True)):
+        with FakeChatServer([(200, "pink")], prompt_tokens=counted) as server:
+            api = OpenAIBackend(server.url, "m", backend.processor, family=backend.family)
+            if fails:
+                with pytest.raises(EndpointError, match=f"counts {expected + 40} prompt tokens where the processor"):
+                    api.generate([conversation])
+            else:
+                assert api.generate([conversation]).texts == ["pink"]
+                assert api.generate([conversation]).texts == ["pink"]  # checked once, then trusted

@@ -12,6 +12,7 @@ from ..crops import CROP_NAMES
 from ..data.benchmarks import TASKS
 from ..data.synthetic import SPLIT_OFFSETS
 from ..errors import InputError
+from ..export import OUTTYPES
 from ..images import load_image
 from ..models.families import DEFAULT_FAMILY, FAMILIES
 from ..runtime import POLICIES, POLICY_TABLE, SERVED_POLICIES, Result, policy_help
@@ -372,4 +373,37 @@ def build_tiny_command(args: argparse.Namespace) -> None:
     print(build_tiny(args.output, TinyConfig(family=args.family, seed=args.seed)))
 
 
-COMMANDS = (add_ask, add_demo, add_eval, add_curate, add_synth, add_train, add_pipeline, add_serve, add_build_tiny)
+def add_export(sub: Sub) -> None:
+    formats = sub.add_parser("export", help="write a checkpoint in another engine's format").add_subparsers(
+        dest="format", required=True
+    )
+    gguf = formats.add_parser("gguf", help="llama.cpp: model and mmproj GGUF files, and the llama-server command")
+    gguf.add_argument("--model", help="a local checkpoint folder or a hub id (default: the shipped AwaRes policy)")
+    gguf.add_argument("--revision", help="with a hub id: a branch, tag or commit (default: main)")
+    gguf.add_argument("--out", type=folder, required=True, help="folder for the GGUF files")
+    gguf.add_argument("--outtype", choices=OUTTYPES, default="f16", help="weight type (%(default)s)")
+    gguf.set_defaults(func=export_gguf_command)
+
+
+def export_gguf_command(args: argparse.Namespace) -> None:
+    from ..export import export_gguf
+    from ..models import default_model_dir
+    from ..models.hf import model_dir
+
+    model = model_dir(args.model or default_model_dir("crops"), args.revision)
+    exported = export_gguf(model, Path(args.out), args.outtype)
+    print(f"{exported.model}\n{exported.mmproj}\nserve it with:\n  {exported.server_command}")
+
+
+COMMANDS = (
+    add_ask,
+    add_demo,
+    add_eval,
+    add_curate,
+    add_synth,
+    add_train,
+    add_pipeline,
+    add_serve,
+    add_build_tiny,
+    add_export,
+)

@@ -15,10 +15,12 @@ from typing import Any
 from PIL import Image
 
 from ..hub import resolve_model
-from ..protocol import Message
+from ..protocol import Message, images_of
 from .backend import GREEDY, Sampling, Stream, Turn
+from .chat import ChatTemplate
 from .endpoint import EndpointError, data_url
-from .processor import load_processor
+from .families import Family, family_of
+from .processor import load_processor, model_type
 from .servers import detect_engine, engine_named, guided_body
 
 
@@ -62,10 +64,13 @@ class OpenAIBackend:
         concurrency: int = 16,
         guided_calls: bool = False,
         engine: str = "auto",
+        family: Family | None = None,
     ):
         import openai
 
         self.base_url, self.model, self.processor, self.tokenizer = base_url, model, processor, processor.tokenizer
+        self.template = ChatTemplate(processor, family) if family else None
+        self.usage_checked = False
         self.client = openai.OpenAI(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=max_retries)
         self.concurrency = concurrency
         self.engine = None
@@ -81,7 +86,8 @@ class OpenAIBackend:
     ) -> OpenAIBackend:
         """A backend for ``model`` on ``base_url``, its processor read from ``processor_dir`` (a local
         folder, or a hub id at ``revision``)."""
-        return cls(base_url, model, load_processor(resolve_model(processor_dir, revision)), **options)
+        path = resolve_model(processor_dir, revision)
+        return cls(base_url, model, load_processor(path), family=family_of(model_type(path)), **options)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -138,4 +144,21 @@ class OpenAIBackend:
             raise EndpointError(f"{self.base_url}: {type(err).__name__}: {err}") from err
         if not reply.choices or reply.choices[0].message.content is None:
             raise EndpointError(f"{self.base_url}: the reply holds no message")
+        if not self.usage_checked and self.template and reply.usage and reply.usage.prompt_tokens:
+            self.usage_checked = True
+            self._check_usage(conversation, reply.usage.prompt_tokens)
         return reply.choices[0].message.content
+
+    def _check_usage(self, conversation: list[Message], prompt_tokens: int) -> None:
+        """Once per backend: the server's prompt tokens against the processor's count of the same
+        conversation. The visual tokens awares reports are the processor's, so a server that sizes
+        images otherwise (llama.cpp's own image token bounds) is an error, not a silently wrong RTR."""
+        images = images_of(conversation)
+        inputs = self.processor(text=[self.template.prompt(conversation)], images=images or None)
+        expected = len(inputs["input_ids"][0])
+        if prompt_tokens != expected:
+            raise EndpointError(
+                f"{self.base_url} counts {prompt_tokens} prompt tokens where the processor counts {expected}: the "
+                "server sizes images differently (for llama-server, the bounds `awares export gguf` prints: "
+                "--image-min-tokens and --image-max-tokens)"
+            )

@@ -43,7 +43,8 @@ def image_only_processor(family: Family) -> type:
     return type(f"ImageOnly{base.__name__}", (base,), {"__init__": __init__, "__module__": __name__})
 
 
-def _model_type(path: Path) -> str | None:
+def model_type(path: Path) -> str | None:
+    """The ``model_type`` of the checkpoint in ``path`` (None without a ``config.json``)."""
     config = path / "config.json"
     return json.loads(config.read_text()).get("model_type") if config.is_file() else None
 
@@ -54,7 +55,7 @@ def load_processor(path: str | Path) -> Any:
     generation appends after the prompt, so right padding would put pad tokens between a short
     prompt and its answer (a batch of 6 gave 5 empty answers on the shipped base)."""
     path = Path(path)
-    family = family_of(_model_type(path))
+    family = family_of(model_type(path))
     if is_torchvision_available():
         processor = AutoProcessor.from_pretrained(path)
         processor.tokenizer.padding_side = "left"
@@ -68,7 +69,7 @@ def save_processor(processor: Any, path: str | Path) -> None:
     """Save the parts a checkpoint ships beside the model already saved in ``path`` (its family's
     processor class named), loadable by ``AutoProcessor`` where torchvision exists."""
     path = Path(path)
-    family = family_of(_model_type(path))
+    family = family_of(model_type(path))
     processor.tokenizer.save_pretrained(path)
     processor.image_processor.processor_class = family.processor_class
     processor.image_processor.save_pretrained(path)

@@ -11,7 +11,8 @@ from awares.models import OpenAIBackend
 from awares.models.endpoint import EndpointError
 from awares.models.servers import CALL_OR_ANSWER_GBNF, ENGINES, detect_engine, engine_named
 from awares.protocol import CALL_OR_ANSWER_REGEX, SYSTEM_PROMPT, turn1_messages
-from tests.fake_openai import FakeChatServer
+
+from .fake_openai import FakeChatServer
 
 # What each engine answers to the probes (trimmed to the keys they read; the real replies hold more).
 PROBES = {

@@ -157,8 +157,11 @@ class Exported:
         return shlex.join(["llama-server", *self.server_args, "--port", "8080"])
 
 
-def export_gguf(model: Path, out: Path, outtype: str = "f16", source: Path | None = None) -> Exported:
-    """Write ``model``'s text model and vision projector as GGUF files under ``out``."""
+def export_gguf(
+    model: Path, out: Path, outtype: str = "f16", source: Path | None = None, name: str | None = None
+) -> Exported:
+    """Write ``model``'s text model and vision projector as GGUF files under ``out``; ``name`` (default:
+    the folder's name) is the files' ``general.name``."""
     from .crops.tokens import VisionGrid
     from .models.families import family_of
     from .models.processor import load_processor
@@ -169,9 +172,10 @@ def export_gguf(model: Path, out: Path, outtype: str = "f16", source: Path | Non
     family_of(json.loads((model / "config.json").read_text()).get("model_type"))  # a supported family, or why not
     out.mkdir(parents=True, exist_ok=True)
     paths = out / f"model-{outtype}.gguf", out / f"mmproj-{outtype}.gguf"
+    common = ["--outtype", outtype, "--model-name", name or model.name]
     with _converter(source), _fixed_view(model) as view:
-        _convert(source, [str(view), "--outtype", outtype, "--outfile", str(paths[0])])
-        _convert(source, [str(view), "--mmproj", "--outtype", outtype, "--outfile", str(paths[1])])
+        _convert(source, [str(view), *common, "--outfile", str(paths[0])])
+        _convert(source, [str(view), *common, "--mmproj", "--outfile", str(paths[1])])
     grid = VisionGrid.from_processor(load_processor(model))
     low, high = max(1, grid.min_pixels // grid.cell**2), grid.max_pixels // grid.cell**2
     args = ("-m", paths[0], "--mmproj", paths[1], "--image-min-tokens", low, "--image-max-tokens", high, "--jinja")

@@ -387,11 +387,13 @@ def add_export(sub: Sub) -> None:
 
 def export_gguf_command(args: argparse.Namespace) -> None:
     from ..export import export_gguf
+    from ..hub import is_repo_id
     from ..models import default_model_dir
     from ..models.hf import model_dir
 
     model = model_dir(args.model or default_model_dir("crops"), args.revision)
-    exported = export_gguf(model, Path(args.out), args.outtype)
+    hub_id = args.model if args.model and is_repo_id(args.model) else None
+    exported = export_gguf(model, Path(args.out), args.outtype, name=hub_id)
     print(f"{exported.model}\n{exported.mmproj}\nserve it with:\n  {exported.server_command}")
 
 

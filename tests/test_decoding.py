@@ -185,12 +185,12 @@ def test_guided_calls_send_the_regex_as_vllm_structured_outputs(policies):
             f"{server.url}/v1", "awares", policies[True].processor, guided_calls=True, engine="vllm"
         )
         sent = []
-        create = backend.client.chat.completions.create
-        backend.client.chat.completions.create = lambda **kw: sent.append(kw) or create(**kw)
+        post = backend.client.post
+        backend.client.post = lambda path, **kw: sent.append(kw["body"]) or post(path, **kw)
         sample = next(generate("test", 1))
         result = Engine(backend, RuntimeConfig(max_new_tokens=16)).answer(sample.image, sample.question)
     finally:
         server.stop()
     assert result.answer and sent
-    assert all(kw["extra_body"] == {"structured_outputs": {"regex": CALL_OR_ANSWER_REGEX}} for kw in sent)
+    assert all(body["structured_outputs"] == {"regex": CALL_OR_ANSWER_REGEX} for body in sent)
     assert backend.describe()["guided_calls"] is True

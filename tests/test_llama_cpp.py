@@ -8,22 +8,19 @@ import json
 import os
 import re
 import subprocess
-import time
 import urllib.request
 
 import pytest
 
 from awares.crops import extract_crops, low_res_view
 from awares.data import generate
-from awares.export import export_gguf, llama_cpp_dir
+from awares.export import export_gguf, llama_cpp_dir, llama_server, llama_server_binary
 from awares.models import HFBackend, OpenAIBackend, default_model_dir
 from awares.models.openai_backend import to_openai
 from awares.protocol import CALL_OR_ANSWER_REGEX, SYSTEM_PROMPT, parse_response, turn1_messages, turn2_messages
 from awares.runtime import Engine, RuntimeConfig
 
 from .conftest import cached_repo
-
-SERVER = llama_cpp_dir() / "build" / "bin" / "llama-server"
 
 
 def post(url: str, body: dict) -> dict:
@@ -35,34 +32,14 @@ def post(url: str, body: dict) -> dict:
 @pytest.fixture(scope="module")
 def llama(tmp_path_factory, free_tcp_port_factory):
     """The shipped policy exported to f16 GGUF and served by llama-server: its ``/v1`` URL."""
-    if not SERVER.is_file():
+    if not llama_server_binary().is_file():
         if os.environ.get("CI"):
-            pytest.fail(f"no {SERVER}: .ci/run builds it with scripts/llama_server.sh")
+            pytest.fail(f"no {llama_server_binary()}: .ci/run builds it with scripts/llama_server.sh")
         pytest.skip("no llama-server here: `bash scripts/llama_server.sh` builds it")
     out = tmp_path_factory.mktemp("gguf")
     exported = export_gguf(default_model_dir("crops"), out)
-    port = free_tcp_port_factory()
-    log = open(out / "server.log", "w")  # noqa: SIM115 - open for the server's whole life
-    server = subprocess.Popen(
-        [str(SERVER), *exported.server_args, "--host", "127.0.0.1", "--port", str(port), "-t", "2", "-np", "1"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=1) as reply:
-                if reply.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        server.kill()
-        pytest.fail(f"llama-server did not start: {(out / 'server.log').read_text()[-2000:]}")
-    yield url + "/v1"
-    server.terminate()
-    server.wait(10)
-    log.close()
+    with llama_server(exported, free_tcp_port_factory(), "-t", "2", "-np", "1", log=out / "server.log") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ from awares.runtime import Engine, RuntimeConfig
 from awares.serve import ServeConfig
 
 from .conftest import ForcedCalls, Server, chat, scene
+from .fake_openai import FakeChatServer
 
 IMAGES = [scene(448, 336, i) for i in range(8)]
 
@@ -297,22 +298,15 @@ def test_without_a_model_the_server_runs_each_policy_on_the_checkpoint_ask_runs_
         server.stop()
 
 
-def test_the_openai_backend_passes_temperature_and_top_p_on(monkeypatch, backend):
+def test_the_openai_backend_passes_temperature_and_top_p_on(backend):
     from awares.models import OpenAIBackend
 
-    sent = []
-
-    class Completions:
-        def create(self, **kwargs):
-            sent.append(kwargs)
-            message = type("Message", (), {"content": "red"})()
-            return type("Reply", (), {"choices": [type("Choice", (), {"message": message})()]})()
-
-    remote = OpenAIBackend("http://127.0.0.1:9/v1", "m", backend.processor)
-    monkeypatch.setattr(remote.client.chat, "completions", Completions())
     question = [{"role": "user", "content": [{"type": "text", "text": "q"}]}]
-    remote.generate([question], sampling=Sampling(temperature=0.7, top_p=0.3, top_k=5, seed=3))
-    assert (sent[0]["temperature"], sent[0]["top_p"], sent[0]["seed"]) == (0.7, 0.3, 3)
-    assert sent[0]["extra_body"]["top_k"] == 5
-    remote.generate([question])  # greedy: temperature 0, vLLM's default top_k, no seed
-    assert (sent[1]["temperature"], sent[1]["seed"]) == (0.0, None) and "top_k" not in (sent[1]["extra_body"] or {})
+    with FakeChatServer([(200, "red")]) as server:
+        remote = OpenAIBackend(server.url, "m", backend.processor)
+        remote.generate([question], sampling=Sampling(temperature=0.7, top_p=0.3, top_k=5, seed=3))
+        remote.generate([question])  # greedy: temperature 0, vLLM's default top_k, no seed
+    sampled, greedy = server.requests
+    assert (sampled["temperature"], sampled["top_p"], sampled["seed"], sampled["top_k"]) == (0.7, 0.3, 3, 5)
+    assert greedy["temperature"] == 0.0 and "seed" not in greedy and "top_k" not in greedy
+    assert sampled["messages"] == [{"role": "user", "content": "q"}] and sampled["model"] == "m"

@@ -23,11 +23,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import runpy
 import shlex
+import subprocess
 import sys
 import tempfile
+import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +55,11 @@ def llama_cpp_dir() -> Path:
         return Path(root)
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return cache / "awares" / f"llama.cpp-{LLAMA_CPP_VERSION}"
+
+
+def llama_server_binary() -> Path:
+    """The ``llama-server`` that scripts/llama_server.sh builds."""
+    return llama_cpp_dir() / "build" / "bin" / "llama-server"
 
 
 def llama_sections(mrope_section: list[int]) -> list[int]:
@@ -132,7 +141,10 @@ def _converter(source: Path) -> Iterator[None]:
 
 
 def _convert(source: Path, args: list[str]) -> None:
-    argv = sys.argv
+    """Run the converter's command line in this process; its logging set-up (INFO on the root
+    logger, which makes every HTTP client log each request) is undone after it."""
+    argv, root = sys.argv, logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
     sys.argv = ["convert_hf_to_gguf.py", *args]
     try:
         runpy.run_path(str(source / "convert_hf_to_gguf.py"), run_name="__main__")
@@ -141,6 +153,8 @@ def _convert(source: Path, args: list[str]) -> None:
             raise InputError(f"llama.cpp's converter stopped ({stop.code}) on {' '.join(args)}") from None
     finally:
         sys.argv = argv
+        root.setLevel(level)
+        root.handlers[:] = handlers
 
 
 @dataclass(frozen=True)
@@ -180,3 +194,30 @@ def export_gguf(
     low, high = max(1, grid.min_pixels // grid.cell**2), grid.max_pixels // grid.cell**2
     args = ("-m", paths[0], "--mmproj", paths[1], "--image-min-tokens", low, "--image-max-tokens", high, "--jinja")
     return Exported(*paths, tuple(str(a) for a in (*args, "--alias", "awares")))
+
+
+@contextlib.contextmanager
+def llama_server(exported: Exported, port: int, *extra: str, log: Path | None = None) -> Iterator[str]:
+    """``llama-server`` serving ``exported`` on loopback ``port`` (with ``extra`` arguments) while the
+    block runs: its OpenAI ``/v1`` URL. Its output goes to ``log`` (default: discarded)."""
+    binary = llama_server_binary()
+    if not binary.is_file():
+        raise InputError(f"no llama-server at {binary}: run `bash scripts/llama_server.sh` first")
+    command = [str(binary), *exported.server_args, "--host", "127.0.0.1", "--port", str(port), *extra]
+    with open(log or os.devnull, "w") as output:
+        server = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    with urllib.request.urlopen(url + "/health", timeout=1):
+                        break
+                except OSError:
+                    if server.poll() is not None or time.monotonic() > deadline:
+                        raise InputError(f"llama-server did not start: {shlex.join(command)}") from None
+                    time.sleep(0.1)
+            yield url + "/v1"
+        finally:
+            server.terminate()
+            server.wait(10)

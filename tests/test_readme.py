@@ -23,6 +23,7 @@ import pytest
 
 from awares.data.benchmarks import TASKS
 from awares.data.synthetic import generate
+from awares.export import llama_server_binary
 from awares.models import default_base_dir, default_model_dir
 
 from .conftest import hub_cache, scene
@@ -44,6 +45,16 @@ SERVE_OPENAI = (
     f"--processor {POLICY_ID}"
 )
 LMMS = f"lmms-eval --model awares --model_args pretrained={POLICY_ID} --tasks docvqa_val,chartqa"
+LLAMA_BUILD, LLAMA_EXPORT = "bash scripts/llama_server.sh", "awares export gguf --out gguf"
+LLAMA_SERVE = (
+    f"{llama_server_binary()} -m gguf/model-f16.gguf --mmproj gguf/mmproj-f16.gguf --image-min-tokens 1 "
+    "--image-max-tokens 2048 --jinja --alias awares --port 8080"
+)
+LLAMA_ASK = (
+    f"{BENCH_ASK.removesuffix(' --json')} --backend openai --url http://127.0.0.1:8080/v1 --served-model awares "
+    "--guided-calls"
+)
+LLAMA = (LLAMA_BUILD, LLAMA_EXPORT, LLAMA_SERVE, LLAMA_ASK)  # in this order, the server in the background
 PIPELINE = "awares pipeline configs/pipeline.toml --out runs/pipeline"
 
 # The awares commands run in one process, in this order, each with these arguments added.
@@ -72,7 +83,8 @@ def readme_commands() -> list[str]:
     """Each shell command of README's bash blocks: continuation lines joined, comments dropped, words
     as the shell splits them, joined by single spaces (quotes kept where a word needs them)."""
     commands, in_bash, pending = [], False, ""
-    for line in (ROOT / "README.md").read_text().splitlines():
+    text = (ROOT / "README.md").read_text().replace("~/.cache/awares/", f"{Path.home()}/.cache/awares/")
+    for line in text.splitlines():
         if line.startswith("```"):
             in_bash = line.strip() == "```bash"
             continue
@@ -98,7 +110,7 @@ def readme_python() -> list[str]:
 
 
 def test_every_readme_command_is_run_here_or_says_why_not():
-    known = {normal(c) for c in [*BOUNDS, *SERVERS, LMMS, *NOT_HERE]}
+    known = {normal(c) for c in [*BOUNDS, *SERVERS, LMMS, *LLAMA, *NOT_HERE]}
     assert set(readme_commands()) == known
 
 
@@ -281,3 +293,33 @@ def test_the_lmms_eval_console_command_runs_the_plugin(readme_run):
     run = results["lmms"]
     assert run.returncode == 0, run.stderr[-3000:]
     assert LOCAL_TASK in run.stdout and "exact" in run.stdout
+
+
+def test_the_llama_cpp_quickstart_answers_on_a_real_llama_server(tmp_path):
+    if not llama_server_binary().is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"no {llama_server_binary()}: .ci/run builds it with scripts/llama_server.sh")
+        pytest.skip("no llama-server here: `bash scripts/llama_server.sh` builds it (14 min)")
+    shutil.copytree(ROOT / "scripts", tmp_path / "scripts")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    subprocess.run(shlex.split(SYNTH), cwd=tmp_path, check=True, capture_output=True, env=env)
+    built = subprocess.run(shlex.split(LLAMA_BUILD), cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert built.returncode == 0 and built.stdout.strip() == str(llama_server_binary()), built.stderr
+    exported = subprocess.run(shlex.split(LLAMA_EXPORT), cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    assert exported.stdout.splitlines()[-1].strip() == LLAMA_SERVE  # the command it prints is the README's
+    port = free_port()
+    server = subprocess.Popen(
+        shlex.split(LLAMA_SERVE.replace("8080", str(port))), cwd=tmp_path, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_healthy(port, server, seconds=60)
+        command = shlex.split(LLAMA_ASK.replace("8080", str(port))) + ["--json"]
+        asked = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert asked.returncode == 0, asked.stderr[-2000:]
+    result = json.loads(asked.stdout)
+    assert result["answer"] == "pink" and result["crops"]  # as the in-process backend answers it

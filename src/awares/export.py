@@ -168,7 +168,7 @@ class Exported:
 
     @property
     def server_command(self) -> str:
-        return shlex.join(["llama-server", *self.server_args, "--port", "8080"])
+        return shlex.join([str(llama_server_binary()), *self.server_args, "--port", "8080"])
 
 
 def export_gguf(

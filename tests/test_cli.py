@@ -113,6 +113,24 @@ def test_default_model_is_the_shipped_policy_for_crops_and_the_base_for_baseline
     assert default_model_dir("crops") == tmp_path / "random"  # no shipped policy: the random tiny model
 
 
+def test_eval_runs_the_baselines_on_the_baseline_model_and_the_policy_on_the_model(tmp_path, tiny_dir, capsys):
+    from awares.models import default_base_dir
+
+    out = tmp_path / "eval"  # a random model as the policy: the base's answers can only come from the base
+    common = ["eval", "--data", "synthetic:test:6", "--policy", "full,crops", "--limit", "6"]
+    assert main([*common, "--model", str(tiny_dir), "--baseline-model", str(default_base_dir()),
+                 "--out", str(out)]) == 0  # fmt: skip
+    table = capsys.readouterr().out
+    assert "| full " in table and "| crops " in table
+    assert main(["eval", "--data", "synthetic:test:6", "--policy", "full", "--model", str(default_base_dir()),
+                 "--out", str(tmp_path / "base")]) == 0  # fmt: skip
+    ran = [json.loads(line) for line in (out / "full.jsonl").read_text().splitlines()]
+    base = [json.loads(line) for line in (tmp_path / "base" / "full.jsonl").read_text().splitlines()]
+    assert [r["answer"] for r in ran] == [r["answer"] for r in base]  # full ran on the base, not the policy
+    policy = [json.loads(line)["answer"] for line in (out / "crops.jsonl").read_text().splitlines()]
+    assert policy != [r["answer"] for r in base]
+
+
 def test_a_file_where_a_folder_belongs_and_a_folder_where_a_file_belongs_exit_2(tmp_path, image_path, capsys):
     a_file, a_folder = tmp_path / "results.txt", tmp_path / "folder"
     a_file.write_text("not a folder")

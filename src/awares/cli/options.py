@@ -113,6 +113,10 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         f"(default: the shipped tiny AwaRes policy for {_shipped_for('policy')}, the shipped base VLM for "
         f"{_shipped_for('base')} and curation)",
     )
+    group.add_argument(
+        "--baseline-model",
+        help=f"the checkpoint for {_shipped_for('base')} when --model is a trained policy (default: --model)",
+    )
     group.add_argument("--revision", help="with a hub id: a branch, tag or commit (default: main)")
     group.add_argument(
         "--backend", choices=["hf", "openai"], default="hf", help="hf: in process; openai: a VLM server (--url)"
@@ -155,10 +159,12 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def model_source(args: argparse.Namespace, policy: str) -> str | Path:
-    """``--model``, else the embedded default for ``policy``: the shipped AwaRes policy for ``crops``,
-    the shipped base VLM for the baselines."""
+    """``--baseline-model`` for a policy that runs the base VLM, else ``--model``, else the embedded
+    default for ``policy``: the shipped AwaRes policy for ``crops``, the shipped base VLM for the baselines."""
     from ..models import default_model_dir
 
+    if args.baseline_model and POLICY_TABLE[policy].checkpoint == "base":
+        return args.baseline_model
     return args.model or default_model_dir(policy)
 
 

@@ -6,15 +6,16 @@ policy, and what `awares serve` adds over the engine's own time. Needs `bash scr
 
 The shipped policy and base are exported to GGUF (`awares export gguf`) and each served by one
 llama-server (2 threads, one slot). Per sample, one request at a time, the policies take turns:
-``full`` and ``low`` on the base, ``crops`` (AwaRes) on the policy, each run by awares' engine with
-the OpenAI backend; the in-process HF backend answers the same ``crops`` request, and the share of
-samples with the same answer, crops and RTR is reported. Then the same AwaRes requests go through
-`awares serve --backend openai` (a PNG upload, as a client sends it), and straight to llama-server
-from a minimal client that does only the protocol's own work (view, crops, PNG data URLs, two
-POSTs): the difference is what awares adds per request. Each timed AwaRes request starts on a slot
-whose cached prompt is another's, and the host-memory prompt cache is off, so no path reuses
-another path's run on the same image. Exact-match accuracy is measured on the answers that were
-timed; means over samples.
+``full`` and ``low`` on the base, ``crops`` (AwaRes) on the policy with its turns constrained by
+llama.cpp's grammar (``--guided-calls``, as the in-process backend constrains a call once it
+starts), each run by awares' engine with the OpenAI backend; the in-process HF backend answers the
+same ``crops`` request, and the share of samples with the same answer, crops and RTR is reported.
+Then the same AwaRes requests go through `awares serve --backend openai` (a PNG upload, as a client
+sends it), and straight to llama-server from a minimal client that does only the protocol's own
+work (the PNG decoded, view, crops, PNG data URLs, two POSTs with the same grammar): the difference
+is what awares adds per request. Each timed AwaRes request starts on a slot whose cached prompt is
+another's, and the host-memory prompt cache is off, so no path reuses another path's run on the
+same image. Exact-match accuracy is measured on the answers that were timed; means over samples.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from awares.export import export_gguf, llama_server
 from awares.images import load_image
 from awares.models import HFBackend, OpenAIBackend, default_model_dir
 from awares.models.openai_backend import to_openai
+from awares.models.servers import engine_named
 from awares.protocol import SYSTEM_PROMPT, turn1_messages, turn2_messages
 from awares.runtime import Engine, RuntimeConfig
 
@@ -47,6 +49,7 @@ from awares.runtime import Engine, RuntimeConfig
 # reuses turn 1), never an earlier path's run on the same image.
 SERVER_ARGS = ("-t", "2", "-np", "1", "--cache-ram", "0")
 CALL = re.compile(r"GET_CROPS: \[((?:'[0-8]'|'all')(?:, '[0-8]')*)\]")
+GUIDED = engine_named("llama.cpp").guided
 FLUSH = {"model": "awares", "messages": [{"role": "user", "content": "flush"}], "max_tokens": 1}
 
 
@@ -57,20 +60,21 @@ def free_port() -> int:
 
 
 class MinimalClient:
-    """AwaRes straight on llama-server, as a client without awares would run it: the view, a PNG data
-    URL, one POST (a kept-alive connection, the body built by hand), the call parsed, the crops, one
-    more POST. The answer, and the seconds it took."""
+    """AwaRes straight on llama-server, as a client without awares would run it: the image decoded,
+    the view, a PNG data URL, one POST (a kept-alive connection, the body built by hand), the call
+    parsed, the crops, one more POST. The answer, and the seconds it took."""
 
     def __init__(self, url: str):
         self.connection = http.client.HTTPConnection(url.removeprefix("http://").split("/")[0], timeout=60)
 
     def post(self, messages: list) -> str:
-        body = json.dumps({"messages": to_openai(messages), "max_tokens": 16, "temperature": 0})
+        body = json.dumps({"messages": to_openai(messages), "max_tokens": 16, "temperature": 0, **GUIDED})
         self.connection.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
         return json.loads(self.connection.getresponse().read())["choices"][0]["message"]["content"]
 
-    def answer(self, image, question: str) -> tuple[str, float]:
+    def answer(self, path: str, question: str) -> tuple[str, float]:
         began = time.perf_counter()
+        image = load_image(path)  # from the file, as the server decodes the upload
         turn1 = turn1_messages(low_res_view(image), question, SYSTEM_PROMPT)
         text = self.post(turn1)
         call = CALL.fullmatch(text)
@@ -122,7 +126,11 @@ def main() -> None:
         for name, model in dirs.items():
             exported = export_gguf(model, Path(args.gguf) / f"{name}-{args.outtype}", args.outtype)
             urls[name] = stack.enter_context(llama_server(exported, free_port(), *SERVER_ARGS))
-        remote = {name: Engine(OpenAIBackend.connect(urls[name], "awares", dirs[name]), config) for name in dirs}
+        guided = {"policy": True, "base": False}  # the policy's turns constrained by llama.cpp's grammar
+        remote = {
+            name: Engine(OpenAIBackend.connect(urls[name], "awares", dirs[name], guided_calls=guided[name]), config)
+            for name in dirs
+        }
         engines = {"full": remote["base"], "low": remote["base"], "crops": remote["policy"]}
         local = Engine(HFBackend.load(dirs["policy"]), config)
 
@@ -146,7 +154,8 @@ def main() -> None:
 
         port = free_port()
         command = [sys.executable, "-m", "awares.cli", "serve", "--port", str(port), "--backend", "openai",
-                   "--url", urls["policy"], "--served-model", "awares", "--processor", str(dirs["policy"])]  # fmt: skip
+                   "--url", urls["policy"], "--served-model", "awares", "--processor", str(dirs["policy"]),
+                   "--guided-calls"]  # fmt: skip
         front = stack.enter_context(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         stack.callback(front.terminate)
         serve_url = f"http://127.0.0.1:{port}/v1"
@@ -159,13 +168,13 @@ def main() -> None:
         uploads = [png_data_url(r.image) for r in records]
         served(serve_url, uploads[0], records[0].question)  # warm-up
         minimal = MinimalClient(urls["policy"])
-        for row, record, upload, image in zip(rows, records, uploads, images):
+        for row, record, upload in zip(rows, records, uploads):
             flush(urls["policy"])
             reply, row["serve_s"] = served(serve_url, upload, record.question)
             flush(urls["policy"])
             answer = reply["choices"][0]["message"]["content"]
             row["serve_same"] = (answer, reply["awares"]["crops"]) == (row["answer"], row["crops"])
-            answer, row["engine_s"] = minimal.answer(image, record.question)
+            answer, row["engine_s"] = minimal.answer(record.image, record.question)
             row["minimal_same"] = answer == row["answer"]
 
     mean = {p: statistics.fmean(r["seconds"][p] for r in rows) for p in engines}

@@ -78,3 +78,18 @@ def test_a_server_that_counts_other_prompt_tokens_than_the_processor_is_an_error
             else:
                 assert api.generate([conversation]).texts == ["pink"]
                 assert api.generate([conversation]).texts == ["pink"]  # checked once, then trusted
+
+
+def test_the_backend_retries_a_busy_server_and_reports_a_failing_one_in_one_line(backend):
+    question = [{"role": "user", "content": [{"type": "text", "text": "q"}]}]
+    with FakeChatServer([(503, "busy"), (200, "red")]) as server:  # one 503, then answers
+        assert OpenAIBackend(server.url, "m", backend.processor).generate([question]).texts == ["red"]
+    assert len(server.requests) == 2
+    with FakeChatServer([(400, "no such model")]) as server:  # a client error: not retried
+        with pytest.raises(EndpointError, match="HTTP 400: no such model"):
+            OpenAIBackend(server.url, "m", backend.processor).generate([question])
+    assert len(server.requests) == 1
+    with FakeChatServer([(200, "x")]) as server:
+        closed = server.url
+    with pytest.raises(EndpointError, match="MaxRetryError"):  # nothing listens there any more
+        OpenAIBackend(closed, "m", backend.processor, max_retries=0, timeout=2).generate([question])

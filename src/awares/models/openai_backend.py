@@ -79,10 +79,10 @@ class OpenAIBackend:
         # The data URLs of the latest images sent, by identity: turn 2 resends turn 1's view.
         self.encoded: OrderedDict[int, tuple[Image.Image, str]] = OrderedDict()
         self.encoded_lock = threading.Lock()
-        # urllib3, not the openai client: its typed request and response layers cost 2.5-3 ms a request
-        # (10.4 against 7.9 ms for the same cached completion on llama.cpp), two of which every AwaRes
-        # answer sends. The retries are the openai client's: connection errors, 408, 409, 429 and 5xx,
-        # with backoff, honouring Retry-After.
+        # urllib3, not the openai client: its typed request and response layers cost milliseconds a
+        # request (docs/performance.md, "On llama.cpp"), two of which every AwaRes answer sends. The
+        # retries are the openai client's: connection errors, 408, 409, 429 and 5xx, with backoff,
+        # honouring Retry-After.
         retry = urllib3.Retry(
             total=max_retries,
             backoff_factor=0.5,

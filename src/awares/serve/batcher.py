@@ -35,8 +35,7 @@ class Batcher:
 
     After the first job the worker takes what is queued, and waits (at most ``max_wait_ms`` after
     the first) only while requests are ``arriving``: read and prepared, not yet submitted. A request
-    that comes alone runs at once (a fixed window cost every lone request its whole length: 10 ms
-    of the 21 that `awares serve` added to a request on llama.cpp, benchmarks/llama_cpp.py)."""
+    that comes alone runs at once (a fixed window cost every lone request its whole length)."""
 
     def __init__(
         self,

@@ -7,20 +7,17 @@ tests are skipped on a developer's machine and fail under CI.
 import json
 import os
 import re
-import subprocess
 import urllib.request
 
 import pytest
 
 from awares.crops import extract_crops, low_res_view
 from awares.data import generate
-from awares.export import export_gguf, llama_cpp_dir, llama_server, llama_server_binary
+from awares.export import export_gguf, llama_server, llama_server_binary
 from awares.models import HFBackend, OpenAIBackend, default_model_dir
 from awares.models.openai_backend import to_openai
 from awares.protocol import CALL_OR_ANSWER_REGEX, SYSTEM_PROMPT, parse_response, turn1_messages, turn2_messages
 from awares.runtime import Engine, RuntimeConfig
-
-from .conftest import cached_repo
 
 
 def post(url: str, body: dict) -> dict:
@@ -104,20 +101,3 @@ def test_grammar_guided_calls_always_parse_on_llama_cpp(llama, hf):
             )
         parsed[guided is not None] = [bool(re.fullmatch(CALL_OR_ANSWER_REGEX, t)) for t in texts]
     assert not all(parsed[False]) and all(parsed[True])
-
-
-def test_export_takes_a_hub_id_from_the_cache_offline(tmp_path):
-    if not (llama_cpp_dir() / "src" / "convert_hf_to_gguf.py").is_file():
-        pytest.skip("no llama.cpp source here: `bash scripts/llama_server.sh` fetches it")
-    snapshot = cached_repo(tmp_path / "hf" / "hub", "model", "Kimhi/AWARES-Qwen2.5-VL-7B")
-    for item in default_model_dir("crops").iterdir():
-        (snapshot / item.name).symlink_to(item)
-    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
-    command = ["awares", "export", "gguf", "--model", "Kimhi/AWARES-Qwen2.5-VL-7B", "--out", str(tmp_path / "out")]
-    child = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
-    assert child.returncode == 0, child.stderr[-2000:]
-    lines = child.stdout.splitlines()
-    assert lines[:2] == [str(tmp_path / "out" / "model-f16.gguf"), str(tmp_path / "out" / "mmproj-f16.gguf")]
-    assert "--image-min-tokens 1 --image-max-tokens 2048" in lines[-1]
-    assert lines[-1].strip().startswith(str(llama_server_binary()))
-    assert all((tmp_path / "out" / name).stat().st_size > 500_000 for name in ("model-f16.gguf", "mmproj-f16.gguf"))

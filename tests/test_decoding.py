@@ -185,8 +185,8 @@ def test_guided_calls_send_the_regex_as_vllm_structured_outputs(policies):
             f"{server.url}/v1", "awares", policies[True].processor, guided_calls=True, engine="vllm"
         )
         sent = []
-        post = backend._post
-        backend._post = lambda body: sent.append(body) or post(body)
+        post = backend.client.post
+        backend.client.post = lambda body: sent.append(body) or post(body)
         sample = next(generate("test", 1))
         result = Engine(backend, RuntimeConfig(max_new_tokens=16)).answer(sample.image, sample.question)
     finally:

@@ -8,7 +8,6 @@ tokenizer and ``preprocessor_config.json``) counts visual tokens exactly as the 
 
 from __future__ import annotations
 
-import json
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -16,14 +15,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import urllib3
 from PIL import Image
 
 from ..hub import resolve_model
 from ..protocol import Message, images_of
 from .backend import GREEDY, Sampling, Stream, Turn
 from .chat import ChatTemplate
-from .endpoint import EndpointError, data_url
+from .endpoint import ChatClient, EndpointError, data_url
 from .families import Family, family_of
 from .processor import load_processor, model_type
 from .servers import detect_engine, engine_named, guided_body
@@ -79,24 +77,7 @@ class OpenAIBackend:
         # The data URLs of the latest images sent, by identity: turn 2 resends turn 1's view.
         self.encoded: OrderedDict[int, tuple[Image.Image, str]] = OrderedDict()
         self.encoded_lock = threading.Lock()
-        # urllib3, not the openai client: its typed request and response layers cost milliseconds a
-        # request (docs/performance.md, "On llama.cpp"), two of which every AwaRes answer sends. The
-        # retries are the openai client's: connection errors, 408, 409, 429 and 5xx, with backoff,
-        # honouring Retry-After.
-        retry = urllib3.Retry(
-            total=max_retries,
-            backoff_factor=0.5,
-            status_forcelist=(408, 409, 429, 500, 502, 503, 504),
-            allowed_methods=None,
-            raise_on_status=False,
-        )
-        self.http = urllib3.PoolManager(
-            maxsize=concurrency,
-            retries=retry,
-            timeout=urllib3.Timeout(total=timeout),
-            headers={"Content-Type": "application/json", "Authorization": f"Bearer {api_key}"},
-        )
-        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.client = ChatClient(base_url, api_key, timeout, max_retries, pool=concurrency)
         self.concurrency = concurrency
         self.engine = None
         if engine != "auto":
@@ -179,34 +160,13 @@ class OpenAIBackend:
             **({"top_k": sampling.top_k} if sampling.top_k else {}),
             **(self.extra_body or {}),
         }
-        reply = self._post(body)
-        try:
-            text = reply["choices"][0]["message"]["content"]
-        except (KeyError, IndexError, TypeError):
-            text = None
-        if not isinstance(text, str):
-            raise EndpointError(f"{self.base_url}: the reply holds no message")
+        reply = self.client.post(body)
+        text = self.client.text(reply)
         prompt_tokens = (reply.get("usage") or {}).get("prompt_tokens")
         if not self.usage_checked and self.template and prompt_tokens:
             self.usage_checked = True
             self._check_usage(conversation, prompt_tokens)
         return text
-
-    def _post(self, body: dict[str, Any]) -> dict[str, Any]:
-        """POST ``body`` to the server's chat completions; its JSON reply, or ``EndpointError``."""
-        try:
-            reply = self.http.request("POST", self.url, body=json.dumps(body).encode())
-        except urllib3.exceptions.HTTPError as err:
-            raise EndpointError(f"{self.base_url}: {type(err).__name__}: {err}") from err
-        try:
-            data = json.loads(reply.data)
-        except ValueError:
-            raise EndpointError(f"{self.base_url}: HTTP {reply.status}, not JSON: {reply.data[:200]!r}") from None
-        if reply.status != 200 or not isinstance(data, dict):
-            error = data.get("error") if isinstance(data, dict) else None
-            message = error.get("message") if isinstance(error, dict) else error or data
-            raise EndpointError(f"{self.base_url}: HTTP {reply.status}: {message}")
-        return data
 
     def _check_usage(self, conversation: list[Message], prompt_tokens: int) -> None:
         """Once per backend: the server's prompt tokens against the processor's count of the same

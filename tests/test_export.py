@@ -43,3 +43,14 @@ def test_the_fixed_config_keeps_published_checkpoints_as_they_are_and_the_input_
         "vision_config": {"depth": 32, "fullatt_block_indexes": [7, 15, 23, 31]},
     }
     assert _fixed_config(published) == published
+
+
+def test_export_without_the_converter_or_a_model_exits_2_saying_what_to_do(tmp_path, monkeypatch, capsys):
+    from awares.cli import main
+
+    monkeypatch.setenv("AWARES_LLAMA_CPP", str(tmp_path / "no-llama"))
+    assert main(["export", "gguf", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "run `bash scripts/llama_server.sh` first" in err and "Traceback" not in err
+    assert main(["export", "gguf", "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "out")]) == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -4,7 +4,9 @@ in ``options``; ``main`` parses, runs one command and turns user errors into exi
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import threading
 from collections.abc import Sequence
 
 from ..errors import AwaresError
@@ -48,25 +50,43 @@ def _help_everywhere(parser: argparse.ArgumentParser) -> None:
             action.help = "default: %(default)s"
 
 
-def _end_process_group() -> None:
+def _end_process_group(code: int, patience_s: float = 60.0) -> None:
     """Destroy the process group that a multi-process run (``torchrun``, ``accelerate launch``) set up.
     Left to interpreter exit, gloo's worker threads can abort the process after training has finished
-    ("terminate called without an active exception", SIGABRT; pytorch/pytorch#190489)."""
+    ("terminate called without an active exception", SIGABRT; pytorch/pytorch#190489). The destroy
+    itself now and then never returns on one rank after the other has gone (pytorch/pytorch#75097):
+    everything is saved by then, so after ``patience_s`` the process leaves with ``code``."""
     distributed = sys.modules.get("torch.distributed")  # not imported: no group to end
-    if distributed is not None and distributed.is_available() and distributed.is_initialized():
-        distributed.destroy_process_group()
+    if distributed is None or not distributed.is_available() or not distributed.is_initialized():
+        return
+    watchdog = threading.Timer(patience_s, _leave, (code, patience_s))
+    watchdog.daemon = True
+    watchdog.start()
+    distributed.destroy_process_group()
+    watchdog.cancel()
+
+
+def _leave(code: int, patience_s: float) -> None:
+    print(f"awares: the process group did not end within {patience_s:.0f} s; leaving without it", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; the exit status: 0, or 2 for a usage or input error (message on stderr)."""
+    code = 0
     try:
         args = build_parser().parse_args(argv)
         args.func(args)
     except SystemExit as exit_:  # argparse: --help (0) or a usage error (2), its message printed
-        return int(exit_.code or 0)
+        code = int(exit_.code or 0)
     except AwaresError as err:
         print(f"awares: error: {err}", file=sys.stderr)
-        return 2
+        code = 2
+    except BaseException:
+        code = 1
+        raise
     finally:
-        _end_process_group()
-    return 0
+        _end_process_group(code)
+    return code

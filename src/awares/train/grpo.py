@@ -285,8 +285,7 @@ def _finish(run: _Run, began: float) -> Path:
             **chosen,
         }
         (final / "train_log.json").write_text(json.dumps(summary | {"log": list(rows(run.log_file))}, indent=2))
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
+    accelerator.wait_for_everyone()  # the command line ends the process group (awares.cli)
     return final
 
 

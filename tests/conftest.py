@@ -14,7 +14,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import torch
+
+if "PYTEST_XDIST_WORKER" in os.environ:  # one thread per worker: two workers share two cores
+    os.environ["OMP_NUM_THREADS"] = "1"  # before torch is imported, and for the processes tests start
+
+import torch  # noqa: E402
 from PIL import Image, ImageDraw
 
 from awares.crops import extract_crops, low_res_view

@@ -79,17 +79,20 @@ def test_the_cli_ends_the_process_group_a_launcher_set_up_also_on_an_error(tmp_p
         assert not dist.is_initialized()
 
 
-def test_a_process_group_that_never_ends_does_not_hold_the_finished_run(tmp_path):
+def test_a_process_group_that_never_ends_does_not_hold_the_finished_run(tmp_path, monkeypatch, capsys):
     # pytorch/pytorch#75097: destroy_process_group can block on one rank after the other has left.
-    child = f"""
-import threading, torch.distributed as dist
-from awares.cli import _end_process_group
-dist.init_process_group("gloo", init_method="file://{tmp_path / 'store'}", rank=0, world_size=1)
-dist.destroy_process_group = lambda: threading.Event().wait()  # never returns
-print("saved", end="")  # unflushed: must still reach the pipe
-_end_process_group(0, patience_s=1)
-print("not reached")
-"""
-    done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0 and done.stdout == "saved"
-    assert "did not end within 1 s" in done.stderr
+    import threading
+
+    import torch.distributed as dist
+
+    import awares.cli as cli
+
+    left, codes = threading.Event(), []
+    monkeypatch.setattr(cli.os, "_exit", lambda code: (codes.append(code), left.set()))
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    destroy = dist.destroy_process_group
+    monkeypatch.setattr(dist, "destroy_process_group", lambda: left.wait(60))  # returns once the process "left"
+    cli._end_process_group(3, patience_s=1)
+    destroy()
+    assert codes == [3]  # the command's exit status
+    assert "did not end within 1 s; leaving without it" in capsys.readouterr().err

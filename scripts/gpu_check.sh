@@ -45,7 +45,7 @@ step() {  # step NAME SECONDS COMMAND...: run, log, and record status and wall t
 'transformers', transformers.__version__, 'gpu', torch.cuda.is_available())"
 } 2>&1 | tee -a "$SUMMARY" "$LOG"
 
-step tests 150 env AWARES_TEST_DEVICE=cuda python3 -m pytest -q -x -p no:cacheprovider tests/test_gpu.py \
+step tests 150 env AWARES_TEST_DEVICE=cuda python3 -m pytest -q -x -n 0 -p no:cacheprovider tests/test_gpu.py \
     tests/test_models.py tests/test_runtime.py tests/test_grpo.py tests/test_train_sft.py tests/test_train_base.py
 tail -n 3 "$LOG" | grep -E "passed|failed|error" >>"$SUMMARY"
 step latency 50 python3 benchmarks/latency.py --data synthetic:test:32 --out "$OUT_DIR/latency.json"

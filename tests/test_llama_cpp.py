@@ -1,4 +1,5 @@
-"""The shipped policy on a real llama.cpp ``llama-server``, exported with ``awares export gguf``.
+"""The shipped policy, and a tiny checkpoint of each family, on a real llama.cpp ``llama-server``,
+exported with ``awares export gguf``.
 
 ``scripts/llama_server.sh`` builds the server (``.ci/run`` does, once per machine); without it these
 tests are skipped on a developer's machine and fail under CI.
@@ -26,13 +27,17 @@ def post(url: str, body: dict) -> dict:
         return json.load(reply)
 
 
-@pytest.fixture(scope="module")
-def llama(tmp_path_factory, free_tcp_port_factory):
-    """The shipped policy exported to f16 GGUF and served by llama-server: its ``/v1`` URL."""
+def need_llama_server() -> None:
     if not llama_server_binary().is_file():
         if os.environ.get("CI"):
             pytest.fail(f"no {llama_server_binary()}: .ci/run builds it with scripts/llama_server.sh")
         pytest.skip("no llama-server here: `bash scripts/llama_server.sh` builds it")
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory, free_tcp_port_factory):
+    """The shipped policy exported to f16 GGUF and served by llama-server: its ``/v1`` URL."""
+    need_llama_server()
     out = tmp_path_factory.mktemp("gguf")
     exported = export_gguf(default_model_dir("crops"), out)
     with llama_server(exported, free_tcp_port_factory(), "-t", "2", "-np", "1", log=out / "server.log") as url:
@@ -101,3 +106,19 @@ def test_grammar_guided_calls_always_parse_on_llama_cpp(llama, hf):
             )
         parsed[guided is not None] = [bool(re.fullmatch(CALL_OR_ANSWER_REGEX, t)) for t in texts]
     assert not all(parsed[False]) and all(parsed[True])
+
+
+def test_every_family_exports_and_llama_server_sizes_its_images_as_the_processor(family_dir, tmp_path, free_tcp_port):
+    # A random tiny model's answers hang on near-ties that f32 and torch break differently; what must
+    # hold is the image's token count on the full and the low view, and a second turn with two crops.
+    need_llama_server()
+    exported = export_gguf(family_dir, tmp_path, "f32")
+    local = HFBackend.load(family_dir, dtype="float32")
+    sample = next(generate("test", 1))
+    with llama_server(exported, free_tcp_port, "-t", "1", "-np", "1") as url:
+        for policy in ("full", "low", "oracle"):
+            backend = OpenAIBackend(url, "awares", local.processor, family=local.family)
+            engine = Engine(backend, RuntimeConfig(max_new_tokens=4))
+            result = engine.answer(sample.image, sample.question, policy, oracle_crops=["1", "6"])
+            assert backend.usage_checked  # else _check_usage raised: the server counted other tokens
+            assert result.crops == (("1", "6") if policy == "oracle" else ())

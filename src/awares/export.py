@@ -183,12 +183,12 @@ def export_gguf(
     if outtype not in OUTTYPES:
         raise InputError(f"--outtype {outtype!r}: choose from {', '.join(OUTTYPES)}")
     source = source or llama_cpp_dir() / "src"
-    family_of(json.loads((model / "config.json").read_text()).get("model_type"))  # a supported family, or why not
+    family = family_of(json.loads((model / "config.json").read_text()).get("model_type"))  # supported, or why not
     out.mkdir(parents=True, exist_ok=True)
     paths = out / f"model-{outtype}.gguf", out / f"mmproj-{outtype}.gguf"
     common = ["--outtype", outtype, "--model-name", name or model.name]
     with _converter(source), _fixed_view(model) as view:
-        _convert(source, [str(view), *common, "--outfile", str(paths[0])])
+        _convert(source, [str(view), *common, *family.gguf_args, "--outfile", str(paths[0])])
         _convert(source, [str(view), *common, "--mmproj", "--outfile", str(paths[1])])
     grid = VisionGrid.from_processor(load_processor(model))
     low, high = max(1, grid.min_pixels // grid.cell**2), grid.max_pixels // grid.cell**2

@@ -35,6 +35,9 @@ class Family:
     ``apply_chat_template`` call (Qwen3.5's thinking is turned off: the protocol answers at once).
     ``tiny`` gives the config of a tiny random checkpoint of this family (``models.tiny``), whose
     chat template is ``template`` (written for awares to render as the family's shipped one does).
+    ``gguf_args`` go to llama.cpp's converter (``awares export gguf``): Qwen3.5's text model is
+    written without its multi-token-prediction head, which llama-server does not use and which the
+    converter requires where the flag is not given (the tiny checkpoints have none).
     """
 
     model_type: str
@@ -51,6 +54,7 @@ class Family:
     tested_on: str = ""
     tiny: Callable[[Any, dict[str, int]], dict[str, Any]] | None = None
     template: str = "qwen2_vl.jinja"
+    gguf_args: tuple[str, ...] = ()
 
     @staticmethod
     def cls(name: str) -> Any:
@@ -188,6 +192,7 @@ FAMILIES: dict[str, Family] = {
             "qwen3_5", "Qwen3.5", "Qwen3_5ForConditionalGeneration", "Qwen3_5Config", "Qwen3VLProcessor", 16,
             gated_query=True, hybrid=True, template_kwargs={"enable_thinking": False},
             tested_on="tiny random checkpoints", tiny=_qwen3_5_tiny, template="qwen3_5.jinja",
+            gguf_args=("--no-mtp",),
         ),
     )
 }  # fmt: skip

@@ -25,10 +25,19 @@ from awares.crops import extract_crops, low_res_view
 from awares.curate import ImageStore, trajectory
 from awares.data.synthetic import generate
 from awares.evaluate.tasks import HME
+from awares.export import llama_server_binary
 from awares.models import HFBackend, TinyConfig, build_tiny
 from awares.models.families import FAMILIES
 from awares.protocol import images_of
 from awares.serve import create_app, serve_in_thread
+
+
+def need_llama_server() -> None:
+    """Skip without llama.cpp's ``llama-server`` here; under CI (whose .ci/run builds it), fail."""
+    if not llama_server_binary().is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"no {llama_server_binary()}: .ci/run builds it with scripts/llama_server.sh")
+        pytest.skip("no llama-server here: `bash scripts/llama_server.sh` builds it (about 14 min)")
 
 
 @pytest.fixture(scope="session")

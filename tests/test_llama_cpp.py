@@ -6,7 +6,6 @@ tests are skipped on a developer's machine and fail under CI.
 """
 
 import json
-import os
 import re
 import urllib.request
 
@@ -14,24 +13,19 @@ import pytest
 
 from awares.crops import extract_crops, low_res_view
 from awares.data import generate
-from awares.export import export_gguf, llama_server, llama_server_binary
+from awares.export import export_gguf, llama_server
 from awares.models import HFBackend, OpenAIBackend, default_model_dir
 from awares.models.openai_backend import to_openai
 from awares.protocol import CALL_OR_ANSWER_REGEX, SYSTEM_PROMPT, parse_response, turn1_messages, turn2_messages
 from awares.runtime import Engine, RuntimeConfig
+
+from .conftest import need_llama_server
 
 
 def post(url: str, body: dict) -> dict:
     request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=60) as reply:
         return json.load(reply)
-
-
-def need_llama_server() -> None:
-    if not llama_server_binary().is_file():
-        if os.environ.get("CI"):
-            pytest.fail(f"no {llama_server_binary()}: .ci/run builds it with scripts/llama_server.sh")
-        pytest.skip("no llama-server here: `bash scripts/llama_server.sh` builds it")
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ from awares.data.synthetic import generate
 from awares.export import llama_cpp_dir, llama_server_binary
 from awares.models import default_base_dir, default_model_dir
 
-from .conftest import hub_cache, scene
+from .conftest import hub_cache, need_llama_server, scene
 
 ROOT = Path(__file__).resolve().parents[1]
 POLICY_ID, BASE_ID = "Kimhi/AWARES-Qwen2.5-VL-7B", "Qwen/Qwen2.5-VL-7B-Instruct"
@@ -302,10 +302,7 @@ def test_the_lmms_eval_console_command_runs_the_plugin(readme_run):
 def test_the_llama_cpp_quickstart_answers_on_a_real_llama_server(tmp_path, monkeypatch, capsys):
     from awares.cli import main
 
-    if not llama_server_binary().is_file():
-        if os.environ.get("CI"):
-            pytest.fail(f"no {llama_server_binary()}: .ci/run builds it with scripts/llama_server.sh")
-        pytest.skip("no llama-server here: `bash scripts/llama_server.sh` builds it (14 min)")
+    need_llama_server()
     shutil.copytree(ROOT / "scripts", tmp_path / "scripts")
     monkeypatch.chdir(tmp_path)  # the awares commands run in this process (no hub id is named)
     assert main(shlex.split(SYNTH)[1:]) == 0

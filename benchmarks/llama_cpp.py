@@ -1,7 +1,7 @@
 """AwaRes on llama.cpp's llama-server: agreement with the in-process backend, latency and accuracy per
 policy, and what `awares serve` adds over the engine's own time. Needs `bash scripts/llama_server.sh`.
 
-    python benchmarks/llama_cpp.py [--data synthetic:test] [--n 200] [--outtype f16]
+    python benchmarks/llama_cpp.py [--data synthetic:test] [--n 200] [--outtype f16] [--llama-args '--poll 0']
                                    [--out runs/bench/llama_cpp-test.json]
 
 The shipped policy and base are exported to GGUF (`awares export gguf`) and each served by one
@@ -11,11 +11,12 @@ llama.cpp's grammar (``--guided-calls``, as the in-process backend constrains a 
 starts), each run by awares' engine with the OpenAI backend; the in-process HF backend answers the
 same ``crops`` request, and the share of samples with the same answer, crops and RTR is reported.
 Then the same AwaRes requests go through `awares serve --backend openai` (a PNG upload, as a client
-sends it), and straight to llama-server from a minimal client that does only the protocol's own
-work (the PNG decoded, view, crops, PNG data URLs, two POSTs with the same grammar): the difference
-is what awares adds per request. Each timed AwaRes request starts on a slot whose cached prompt is
-another's, and the host-memory prompt cache is off, so no path reuses another path's run on the
-same image. Exact-match accuracy is measured on the answers that were timed; means over samples.
+sends it, on a kept-alive connection), and straight to llama-server from a minimal client that does
+only the protocol's own work (the PNG decoded, view, crops, PNG data URLs, two POSTs with the same
+grammar): the difference is what awares adds per request. Each timed AwaRes request starts on a
+slot whose cached prompt is another's, and the host-memory prompt cache is off, so no path reuses
+another path's run on the same image. Exact-match accuracy is measured on the answers that were
+timed; means over samples.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import base64
 import http.client
 import json
 import re
+import shlex
 import socket
 import statistics
 import subprocess
@@ -96,16 +98,20 @@ def png_data_url(path: str) -> str:
     return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode()
 
 
-def served(url: str, image_url: str, question: str) -> tuple[dict, float]:
-    body = {"model": "awares", "max_tokens": 16, "messages": [{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": image_url}}, {"type": "text", "text": question}]}]}  # fmt: skip
-    request = urllib.request.Request(
-        url + "/chat/completions", json.dumps(body).encode(), {"Content-Type": "application/json"}
-    )
-    began = time.perf_counter()
-    with urllib.request.urlopen(request, timeout=60) as reply:
-        out = json.loads(reply.read())
-    return out, time.perf_counter() - began
+class ServedClient:
+    """A client of `awares serve` that keeps its connection alive, as ``MinimalClient`` does (a new
+    connection per request would time the client's connection set-up as the server's)."""
+
+    def __init__(self, url: str):
+        self.connection = http.client.HTTPConnection(url.removeprefix("http://").split("/")[0], timeout=60)
+
+    def answer(self, image_url: str, question: str) -> tuple[dict, float]:
+        body = json.dumps({"model": "awares", "max_tokens": 16, "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": image_url}}, {"type": "text", "text": question}]}]})  # fmt: skip
+        began = time.perf_counter()
+        self.connection.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
+        out = json.loads(self.connection.getresponse().read())
+        return out, time.perf_counter() - began
 
 
 def main() -> None:
@@ -115,6 +121,7 @@ def main() -> None:
     parser.add_argument("--outtype", default="f16")
     parser.add_argument("--gguf", default="runs/bench/gguf", help="where the exported models go")
     parser.add_argument("--out", default="")
+    parser.add_argument("--llama-args", default="", help="more llama-server arguments (e.g. '--poll 0')")
     args = parser.parse_args()
     records = resolve(args.data)[0][: args.n]
     images = [load_image(r.image) for r in records]
@@ -125,7 +132,9 @@ def main() -> None:
         urls = {}
         for name, model in dirs.items():
             exported = export_gguf(model, Path(args.gguf) / f"{name}-{args.outtype}", args.outtype)
-            urls[name] = stack.enter_context(llama_server(exported, free_port(), *SERVER_ARGS))
+            urls[name] = stack.enter_context(
+                llama_server(exported, free_port(), *SERVER_ARGS, *shlex.split(args.llama_args))
+            )
         guided = {"policy": True, "base": False}  # the policy's turns constrained by llama.cpp's grammar
         remote = {
             name: Engine(OpenAIBackend.connect(urls[name], "awares", dirs[name], guided_calls=guided[name]), config)
@@ -166,11 +175,12 @@ def main() -> None:
             except OSError:
                 time.sleep(0.1)
         uploads = [png_data_url(r.image) for r in records]
-        served(serve_url, uploads[0], records[0].question)  # warm-up
+        served = ServedClient(serve_url)
+        served.answer(uploads[0], records[0].question)  # warm-up
         minimal = MinimalClient(urls["policy"])
         for row, record, upload in zip(rows, records, uploads):
             flush(urls["policy"])
-            reply, row["serve_s"] = served(serve_url, upload, record.question)
+            reply, row["serve_s"] = served.answer(upload, record.question)
             flush(urls["policy"])
             answer = reply["choices"][0]["message"]["content"]
             row["serve_same"] = (answer, reply["awares"]["crops"]) == (row["answer"], row["crops"])

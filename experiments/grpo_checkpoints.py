@@ -3,8 +3,8 @@
     python experiments/grpo_checkpoints.py --run runs/pipeline-v10/grpo --data synthetic:val:400 \\
         --out runs/val-v10 [--sft runs/pipeline-v10/sft/final] [--base src/awares/assets/base]
 
-A GRPO run saves ``checkpoints/step-N`` (the weights and the optimizer state) every ``save_steps``
-and ``final`` as a loadable model. Each ``step-N`` is evaluated with the configuration and processor
+A GRPO run saves ``checkpoints/checkpoint-N`` (the weights and the optimizer state) every ``save_steps``
+and ``final`` as a loadable model. Each ``checkpoint-N`` is evaluated with the configuration and processor
 of ``final`` as ``grpo_N``, ``final`` as the step it holds (the last, or the best on
 ``eval_data`` with ``load_best_model_at_end``), ``--sft`` (the run's start) as ``sft``
 and ``--base`` at full resolution as ``full``: one table in ``--out`` (``table.md``,
@@ -36,7 +36,7 @@ def loadable(step: Path, final: Path, into: Path) -> Path:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--run", required=True, help="a GRPO output folder (checkpoints/step-N and final)")
+    p.add_argument("--run", required=True, help="a GRPO output folder (checkpoints/checkpoint-N and final)")
     p.add_argument("--data", default="synthetic:val:400")
     p.add_argument("--out", required=True)
     p.add_argument("--sft", default="", help="also evaluate this policy (the run's start) as `sft`")
@@ -52,11 +52,12 @@ def main() -> None:
     models = {"full": Path(a.base or default_model_dir("full"))}
     if a.sft:
         models["sft"] = Path(a.sft)
-    steps = sorted(int(s.name.split("-")[1]) for s in (run / "checkpoints").glob("step-*"))
+    steps = sorted(int(s.name.split("-")[1]) for s in (run / "checkpoints").glob("checkpoint-[0-9]*"))
     with tempfile.TemporaryDirectory() as tmp:
         for n in steps:
             if n != last:
-                models[f"grpo_{n}"] = loadable(run / "checkpoints" / f"step-{n}", run / "final", Path(tmp) / str(n))
+                step = run / "checkpoints" / f"checkpoint-{n}"
+                models[f"grpo_{n}"] = loadable(step, run / "final", Path(tmp) / str(n))
         models[f"grpo_{last}"] = run / "final"
         for name, model in models.items():  # one model in memory at a time
             engine = Engine(HFBackend.load(model), runtime)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+# transformers' one resize rule: every supported family's processor uses Qwen2-VL's image processor.
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
 
 # Qwen2-VL's smart_resize refuses images more elongated than this.

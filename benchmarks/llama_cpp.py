@@ -61,13 +61,18 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def keep_alive(url: str) -> http.client.HTTPConnection:
+    """One connection to ``url``'s host, reused by every request a client sends."""
+    return http.client.HTTPConnection(url.removeprefix("http://").split("/")[0], timeout=60)
+
+
 class MinimalClient:
     """AwaRes straight on llama-server, as a client without awares would run it: the image decoded,
     the view, a PNG data URL, one POST (a kept-alive connection, the body built by hand), the call
     parsed, the crops, one more POST. The answer, and the seconds it took."""
 
     def __init__(self, url: str):
-        self.connection = http.client.HTTPConnection(url.removeprefix("http://").split("/")[0], timeout=60)
+        self.connection = keep_alive(url)
 
     def post(self, messages: list) -> str:
         body = json.dumps({"messages": to_openai(messages), "max_tokens": 16, "temperature": 0, **GUIDED})
@@ -103,7 +108,7 @@ class ServedClient:
     connection per request would time the client's connection set-up as the server's)."""
 
     def __init__(self, url: str):
-        self.connection = http.client.HTTPConnection(url.removeprefix("http://").split("/")[0], timeout=60)
+        self.connection = keep_alive(url)
 
     def answer(self, image_url: str, question: str) -> tuple[dict, float]:
         body = json.dumps({"model": "awares", "max_tokens": 16, "messages": [{"role": "user", "content": [

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import inspect
 import statistics
 import sys
 import time
@@ -34,8 +35,9 @@ from awares.serve import ServeConfig, create_app  # noqa: E402
 from awares.serve.app import ChatHandler, serve_in_thread  # noqa: E402
 
 SECONDS: dict[str, list[float]] = defaultdict(list)
+HANDLER, CLIENT = "handler (whole request in the server)", "client (the whole request)"
 STEPS = {  # what each timer wraps
-    "handler (whole request in the server)": (ChatHandler, "__call__"),
+    HANDLER: (ChatHandler, "__call__"),
     "prepare (read the upload)": (ChatHandler, "prepare"),
     "engine (Engine.answer_batch)": (Engine, "answer_batch"),
     "POSTs to llama-server": (ChatClient, "post"),
@@ -45,7 +47,7 @@ STEPS = {  # what each timer wraps
 
 def timed(owner: type, name: str, label: str) -> None:
     function = getattr(owner, name)
-    if getattr(function, "__code__", None) and function.__code__.co_flags & 0x80:  # a coroutine function
+    if inspect.iscoroutinefunction(function):
 
         @functools.wraps(function)
         async def wrapper(*args, **kwargs):
@@ -89,16 +91,16 @@ def main() -> None:
         for record in records:
             flush(url)
             _, seconds = client.answer(png_data_url(record.image), record.question)
-            SECONDS["client (the whole request)"].append(seconds)
+            SECONDS[CLIENT].append(seconds)
     mean = {label: 1000 * sum(values) / len(records) for label, values in SECONDS.items()}
-    mean["HTTP (client minus handler)"] = mean["client (the whole request)"] - mean[next(iter(STEPS))]
+    mean["HTTP (client minus handler)"] = mean[CLIENT] - mean[HANDLER]
     mean["engine minus POSTs"] = mean["engine (Engine.answer_batch)"] - mean["POSTs to llama-server"]
     inside = ("prepare (read the upload)", "engine (Engine.answer_batch)", "completion (the reply's object)")
-    mean["handler minus its steps (hops, body, JSON reply)"] = mean[next(iter(STEPS))] - sum(mean[k] for k in inside)
+    mean["handler minus its steps (hops, body, JSON reply)"] = mean[HANDLER] - sum(mean[k] for k in inside)
     print(f"{args.data}, {len(records)} requests, mean ms per request")
     for label, ms in mean.items():
         print(f"{ms:8.2f}  {label}")
-    print(f"median client ms: {1000 * statistics.median(SECONDS['client (the whole request)']):.2f}")
+    print(f"median client ms: {1000 * statistics.median(SECONDS[CLIENT]):.2f}")
 
 
 if __name__ == "__main__":

@@ -33,8 +33,8 @@ def test_pipeline_configs_and_the_stage_configs_they_name_load(pipeline, monkeyp
     config = PipelineConfig.from_toml(pipeline)
     base = config.stage("base", BaseTrainConfig)
     TinyConfig(**base.model)
-    if config.ground:
-        assert config.stage("ground", BaseTrainConfig, init="runs/x").lr_scheduler == "constant_with_warmup"
+    for toml in config.ground:  # one grounding TOML, or a size curriculum of them (all-sizes)
+        assert config.stage("ground", BaseTrainConfig, toml, init="runs/x").lr_scheduler == "constant_with_warmup"
     config.stage("sft", SFTConfig)
     grpo = config.stage("grpo", GRPOConfig)
     assert grpo.on_malformed == "answer"  # a broken call must not fetch the whole image for free
@@ -164,12 +164,13 @@ def test_ablation_configs_load(path):
         shipped = PipelineConfig.from_toml(ROOT / "configs/pipeline.toml")
         assert replace(config, out_dir=shipped.out_dir, overrides={}) == shipped
         for name, cls in STAGES.items():
-            expected = replace(shipped.stage(name, cls), **LENGTH_GROUPED.get(name, {}))
-            assert config.stage(name, cls) == expected
-            assert (expected != shipped.stage(name, cls)) == (name in LENGTH_GROUPED)
+            toml = shipped.ground[0] if name == "ground" else None  # the one grounding TOML of both
+            expected = replace(shipped.stage(name, cls, toml), **LENGTH_GROUPED.get(name, {}))
+            assert config.stage(name, cls, toml) == expected
+            assert (expected != shipped.stage(name, cls, toml)) == (name in LENGTH_GROUPED)
     elif path.name == "oracle-attention.toml":  # configs/pipeline.toml but for curation's oracle and GRPO's step
         shipped = PipelineConfig.from_toml(ROOT / "configs/pipeline.toml")
-        assert (config.oracle, config.base_model, config.ground) == ("attention", "src/awares/assets/base", "")
+        assert (config.oracle, config.base_model, config.ground) == ("attention", "src/awares/assets/base", [])
         kept = {"eval_data": "synthetic:val:400", "load_best_model_at_end": True}
         assert config.overrides == {"grpo": kept}
         assert config.stage("grpo", GRPOConfig) == replace(shipped.stage("grpo", GRPOConfig), **kept)
@@ -219,13 +220,13 @@ def test_the_all_sizes_miniature_grounds_curates_and_selects_on_every_size(monke
         PipelineConfig.from_toml(p) for p in ("configs/all-sizes/pipeline.toml", "configs/pipeline.toml")
     )
     assert config.stage("base", BaseTrainConfig) == shipped.stage("base", BaseTrainConfig)  # the curriculum's start
-    ground = config.stage("ground", BaseTrainConfig, init="runs/x")
-    assert ground.train_split == "train-all"
-    assert {**vars(ground), "train_split": None} == {
-        **vars(shipped.stage("ground", BaseTrainConfig, init="runs/x")),
-        "train_split": None,
-    }
+    assert config.ground == [*shipped.ground, "configs/all-sizes/ground.toml"]  # then every size
+    small, every = (config.stage("ground", BaseTrainConfig, toml, init="runs/x") for toml in config.ground)
+    assert small == shipped.stage("ground", BaseTrainConfig, shipped.ground[0], init="runs/x")
+    changed = {"train_split": "train-all", "max_steps": 1000, "length_pool": 96}
+    assert every == replace(small, **changed)
     assert config.curate_data == "synthetic:train-all:4000"
+    assert config.stage("sft", SFTConfig) == replace(shipped.stage("sft", SFTConfig), group_by_length=True)
     grpo = config.stage("grpo", GRPOConfig)
     assert grpo.eval_data == "synthetic:val-all:300" and grpo.load_best_model_at_end
     with pytest.raises(ConfigError, match="train_split must be one of"):

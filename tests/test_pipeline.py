@@ -11,6 +11,7 @@ def write_configs(tmp_path):
     (tmp_path / "ground.toml").write_text(
         "train_samples = 8\nmax_steps = 1\nbatch_size = 2\nlogging_steps = 1\nground = 1.0\nread_warmup = 0\n"
     )
+    (tmp_path / "ground-all.toml").write_text('extends = "ground.toml"\ntrain_split = "train-all"\n')
     (tmp_path / "sft.toml").write_text("max_steps = 2\nbatch_size = 2\nsave_steps = 100\n")
     (tmp_path / "grpo.toml").write_text(
         "max_steps = 1\nprompts_per_step = 2\nnum_generations = 2\nmax_new_tokens = 6\n"
@@ -18,7 +19,7 @@ def write_configs(tmp_path):
     config = tmp_path / "pipeline.toml"
     config.write_text(
         f'out_dir = "{tmp_path / "run"}"\nbase = "{tmp_path / "base.toml"}"\nsft = "{tmp_path / "sft.toml"}"\n'
-        f'grpo = "{tmp_path / "grpo.toml"}"\nground = "{tmp_path / "ground.toml"}"\n'
+        f'grpo = "{tmp_path / "grpo.toml"}"\nground = ["{tmp_path / "ground.toml"}", "{tmp_path / "ground-all.toml"}"]\n'
         'curate_data = "synthetic:train:6"\neval_data = "synthetic:test:4"\n'
         "max_new_tokens = 4\nkeep_unsolvable = true\n"  # a 2-step base model answers nothing right
     )
@@ -30,12 +31,14 @@ def test_pipeline_runs_every_stage_then_skips_what_is_done(tmp_path, monkeypatch
     config = write_configs(tmp_path)
     assert main(["pipeline", str(config)]) == 0
     run = tmp_path / "run"
-    for stage in ("base", "ground", "sft", "grpo"):
+    for stage in ("base", "ground", "ground-2", "sft", "grpo"):
         assert (run / stage / "final" / "train_log.json").is_file()
     ground = json.loads((run / "ground" / "final" / "train_log.json").read_text())["config"]
     assert ground["init"] == str(run / "base" / "final") and ground["max_steps"] == 1
+    ground_all = json.loads((run / "ground-2" / "final" / "train_log.json").read_text())["config"]
+    assert ground_all["init"] == str(run / "ground" / "final") and ground_all["train_split"] == "train-all"
     sft = json.loads((run / "sft" / "final" / "train_log.json").read_text())["config"]
-    assert sft["model"] == str(run / "ground" / "final")  # every later stage starts from the grounded base
+    assert sft["model"] == str(run / "ground-2" / "final")  # every later stage starts from the last grounding
     assert (run / "curate" / "trajectories.jsonl").is_file()
     summary = json.loads((run / "eval" / "summary.json").read_text())
     assert list(summary) == ["full", "low", "awares", "sft", "oracle"] and summary["full"]["all"]["n"] == 4
@@ -43,7 +46,7 @@ def test_pipeline_runs_every_stage_then_skips_what_is_done(tmp_path, monkeypatch
     assert "base: training" in first and "ground: training" in first and "grpo: training" in first
     stamps = {s: (run / s / "final" / "model.safetensors").stat().st_mtime_ns for s in ("base", "sft", "grpo")}
     times = json.loads((run / "stage_times.json").read_text())
-    assert list(times) == ["base", "ground", "curate", "sft", "grpo", "eval"] and all(t > 0 for t in times.values())
+    assert list(times) == ["base", "ground", "ground-2", "curate", "sft", "grpo", "eval"] and all(t > 0 for t in times.values())
 
     (run / "grpo" / "final" / "train_log.json").unlink()  # as if GRPO had been interrupted before saving
     assert main(["pipeline", str(config)]) == 0
@@ -51,6 +54,7 @@ def test_pipeline_runs_every_stage_then_skips_what_is_done(tmp_path, monkeypatch
     assert (
         "base: using" in again
         and "ground: done, skipped" in again
+        and "ground-2: done, skipped" in again
         and "sft: done, skipped" in again
         and "grpo: training" in again
     )

@@ -40,8 +40,9 @@ class PipelineConfig(TomlConfig):
     grpo: str = "configs/grpo.toml"
     base_model: str = ""  # a checkpoint to start from instead of training the base VLM
     # A second base run (a base TOML) trained further from the base's final: teaching the base to
-    # ground; its result is the base VLM of every later stage. "" skips it.
-    ground: str = ""
+    # ground; its result is the base VLM of every later stage. A list runs each further from the last
+    # (a size curriculum: configs/all-sizes/pipeline.toml), in out_dir/ground, ground-2, ... "" skips it.
+    ground: str | list[str] = ""
     curate_data: str = "synthetic:train:2000"
     eval_data: str = "synthetic:test"
     keep_unsolvable: bool = False  # curation: keep samples neither view answered
@@ -53,13 +54,16 @@ class PipelineConfig(TomlConfig):
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if isinstance(self.ground, str):
+            self.ground = [self.ground] if self.ground else []
         unknown = set(self.overrides) - {"base", "ground", "sft", "grpo"}
         if unknown:
             raise ConfigError(f"overrides name unknown stages {sorted(unknown)}; stages are base, ground, sft, grpo")
 
-    def stage(self, name: str, cls: type[TomlConfig], **paths: str) -> Any:
-        """Stage ``name``'s config: its TOML, the pipeline's ``paths`` and the stage's overrides."""
-        config = cls.load(getattr(self, name), **paths)
+    def stage(self, name: str, cls: type[TomlConfig], toml: str | None = None, **paths: str) -> Any:
+        """Stage ``name``'s config: its TOML (``toml``, else the field ``name``), the pipeline's
+        ``paths`` and the stage's overrides."""
+        config = cls.load(getattr(self, name) if toml is None else toml, **paths)
         return config.with_values(self.overrides.get(name, {}), f"[overrides.{name}]")
 
 
@@ -99,15 +103,17 @@ def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = print) -> 
             base = train_base(config.stage("base", BaseTrainConfig, output_dir=str(out / "base")))
     if config.ground and config.base_model:
         say("ground: skipped (a --base-model is trained already)")
-    elif config.ground:
-        grounded = out / "ground" / "final"
-        if _trained(grounded):
-            say("ground: done, skipped")
-        else:
-            say("ground: training")
-            with clock.stage("ground"):
-                train_base(config.stage("ground", BaseTrainConfig, init=str(base), output_dir=str(out / "ground")))
-        base = grounded
+    else:
+        for index, toml in enumerate(config.ground, 1):
+            name = "ground" if index == 1 else f"ground-{index}"
+            grounded = out / name / "final"
+            if _trained(grounded):
+                say(f"{name}: done, skipped")
+            else:
+                say(f"{name}: training ({toml})")
+                with clock.stage(name):
+                    train_base(config.stage("ground", BaseTrainConfig, toml, init=str(base), output_dir=str(out / name)))
+            base = grounded
 
     runtime = RuntimeConfig(max_new_tokens=config.max_new_tokens, batch_size=config.batch_size)
     base_engine = Engine(HFBackend.load(base), runtime)

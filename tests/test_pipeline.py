@@ -19,7 +19,8 @@ def write_configs(tmp_path):
     config = tmp_path / "pipeline.toml"
     config.write_text(
         f'out_dir = "{tmp_path / "run"}"\nbase = "{tmp_path / "base.toml"}"\nsft = "{tmp_path / "sft.toml"}"\n'
-        f'grpo = "{tmp_path / "grpo.toml"}"\nground = ["{tmp_path / "ground.toml"}", "{tmp_path / "ground-all.toml"}"]\n'
+        f'grpo = "{tmp_path / "grpo.toml"}"\n'
+        f'ground = ["{tmp_path / "ground.toml"}", "{tmp_path / "ground-all.toml"}"]\n'
         'curate_data = "synthetic:train:6"\neval_data = "synthetic:test:4"\n'
         "max_new_tokens = 4\nkeep_unsolvable = true\n"  # a 2-step base model answers nothing right
     )
@@ -46,7 +47,8 @@ def test_pipeline_runs_every_stage_then_skips_what_is_done(tmp_path, monkeypatch
     assert "base: training" in first and "ground: training" in first and "grpo: training" in first
     stamps = {s: (run / s / "final" / "model.safetensors").stat().st_mtime_ns for s in ("base", "sft", "grpo")}
     times = json.loads((run / "stage_times.json").read_text())
-    assert list(times) == ["base", "ground", "ground-2", "curate", "sft", "grpo", "eval"] and all(t > 0 for t in times.values())
+    assert list(times) == ["base", "ground", "ground-2", "curate", "sft", "grpo", "eval"]
+    assert all(t > 0 for t in times.values())
 
     (run / "grpo" / "final" / "train_log.json").unlink()  # as if GRPO had been interrupted before saving
     assert main(["pipeline", str(config)]) == 0

@@ -2,8 +2,9 @@ import json
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
-from awares.data import generate, load_hf, read_jsonl, resolve, write_dataset
+from awares.data import by_image_size, generate, load_hf, read_jsonl, resolve, write_dataset
 from awares.errors import InputError
 
 
@@ -18,6 +19,16 @@ def test_export_round_trip_and_relative_paths(tmp_path):
         assert record.question == sample.question and record.answers == sample.answers and record.kind == sample.kind
         assert record.evidence == [b.as_tuple() for b in sample.evidence]
         assert (tmp_path / "ds" / "images" / f"{sample.id}.png").is_file()
+
+
+def test_records_sort_by_image_pixels_an_unreadable_image_first(tmp_path):
+    out = write_dataset(generate("val-all", 6), tmp_path / "ds")
+    records, _ = read_jsonl(out)
+    (tmp_path / "ds" / "images" / f"{records[3].id}.png").write_bytes(b"not a png")
+    ordered = by_image_size(records)
+    assert sorted(r.id for r in ordered) == sorted(r.id for r in records) and ordered[0].id == records[3].id
+    sizes = [Image.open(r.image).size for r in ordered[1:]]
+    assert [w * h for w, h in sizes] == sorted(w * h for w, h in sizes) and len(set(sizes)) > 2
 
 
 def test_export_resumes_without_duplicates(tmp_path):

@@ -112,7 +112,8 @@ def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = print) -> 
             else:
                 say(f"{name}: training ({toml})")
                 with clock.stage(name):
-                    train_base(config.stage("ground", BaseTrainConfig, toml, init=str(base), output_dir=str(out / name)))
+                    stage = config.stage("ground", BaseTrainConfig, toml, init=str(base), output_dir=str(out / name))
+                    train_base(stage)
             base = grounded
 
     runtime = RuntimeConfig(max_new_tokens=config.max_new_tokens, batch_size=config.batch_size)

@@ -20,7 +20,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..crops import boxes_to_crops, coverage, extract_crops
-from ..data import Record
+from ..data import Record, by_image_size
 from ..data.records import check_evidence
 from ..errors import AwaresError
 from ..images import load_image
@@ -68,7 +68,7 @@ def curate(records: list[Record], engine: Engine, judge: Judge, oracle: Oracle, 
     rows_file, errors_file = shard_files(out, config.shard, config.num_shards)
     mine = [r for r in records if shard_of(r.id, config.num_shards) == config.shard]
     done = done_ids(rows_file)
-    todo = [r for r in mine if r.id not in done]
+    todo = by_image_size([r for r in mine if r.id not in done])
     store = ImageStore(out)
     with (
         single_writer(rows_file.with_suffix(".lock")),

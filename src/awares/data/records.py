@@ -21,7 +21,8 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ..crops import Box
-from ..errors import InputError
+from ..errors import ImageInputError, InputError
+from ..images import image_size
 from ..jsonl import open_append
 from ..paths import is_inside, plain_name
 
@@ -113,6 +114,21 @@ def parse_record(row: Any, root: Path, allow_outside: bool = False) -> Record:
             f"image {row['image'][:80]!r} lies outside the dataset folder {root} (--allow-outside-images allows it)"
         )
     return Record(rid, str(image), _text(row["question"], "question"), answers, [_box(b) for b in evidence], kind)
+
+
+def by_image_size(records: list[Record]) -> list[Record]:
+    """``records`` from the smallest image to the largest (pixels, from each file's header; an
+    unreadable one first, to fail on its own later), so that a batch of neighbours pads little:
+    batches of a mixed-size set take about twice as long in random order (curation, evaluation)."""
+
+    def pixels(record: Record) -> int:
+        try:
+            width, height = image_size(record.image)
+        except ImageInputError:
+            return 0
+        return width * height
+
+    return sorted(records, key=pixels)
 
 
 def check_evidence(record: Record, size: tuple[int, int]) -> None:

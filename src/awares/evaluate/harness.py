@@ -14,7 +14,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ..crops import boxes_to_crops, covers_evidence
-from ..data import Record, load_records
+from ..data import Record, by_image_size, load_records
 from ..data.benchmarks import TASKS
 from ..data.records import check_evidence
 from ..errors import AwaresError, InputError
@@ -114,7 +114,7 @@ def run_policy(
     done = done_ids(out_file)
     run = {"policy": policy, **({"task": task} if task else {}), **engine.describe()}
     check_provenance(out_file, run, has_results=bool(done))
-    todo = [r for r in records if r.id not in done]
+    todo = by_image_size([r for r in records if r.id not in done])
     with (
         open_append(out_file) as out,
         tqdm(total=len(records), initial=len(records) - len(todo), desc=policy, unit="sample") as bar,

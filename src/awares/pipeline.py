@@ -90,6 +90,21 @@ class StageTimes:
         os.replace(partial, self.path)
 
 
+def _train_once(
+    name: str, stage: Any, train: Callable[[Any], Any], clock: StageTimes, say: Callable[[str], None]
+) -> Path:
+    """``stage.output_dir/final``: trained by ``train(stage)`` and timed as ``name``, unless a
+    finished run is there; an interrupted one resumes."""
+    final = Path(stage.output_dir) / "final"
+    if _trained(final):
+        say(f"{name}: done, skipped")
+    else:
+        say(f"{name}: training")
+        with clock.stage(name):
+            train(stage)
+    return final
+
+
 def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = print) -> dict[str, Any]:
     """Run (or finish) every stage; return the evaluation summaries by policy name."""
     out = Path(config.out_dir)
@@ -106,15 +121,8 @@ def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = print) -> 
     else:
         for index, toml in enumerate(config.ground, 1):
             name = "ground" if index == 1 else f"ground-{index}"
-            grounded = out / name / "final"
-            if _trained(grounded):
-                say(f"{name}: done, skipped")
-            else:
-                say(f"{name}: training ({toml})")
-                with clock.stage(name):
-                    stage = config.stage("ground", BaseTrainConfig, toml, init=str(base), output_dir=str(out / name))
-                    train_base(stage)
-            base = grounded
+            stage = config.stage("ground", BaseTrainConfig, toml, init=str(base), output_dir=str(out / name))
+            base = _train_once(name, stage, train_base, clock, say)
 
     runtime = RuntimeConfig(max_new_tokens=config.max_new_tokens, batch_size=config.batch_size)
     base_engine = Engine(HFBackend.load(base), runtime)
@@ -138,14 +146,8 @@ def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = print) -> 
         ("sft", SFTConfig, train_sft, base),
         ("grpo", GRPOConfig, train_grpo, out / "sft" / "final"),
     ]:
-        final = out / name / "final"
-        if _trained(final):
-            say(f"{name}: done, skipped")
-        else:
-            say(f"{name}: training")
-            with clock.stage(name):
-                train(config.stage(name, cls, data=trajectories, model=str(start), output_dir=str(out / name)))
-        policies[name] = final
+        stage = config.stage(name, cls, data=trajectories, model=str(start), output_dir=str(out / name))
+        policies[name] = _train_once(name, stage, train, clock, say)
 
     say("eval: full, low, oracle (base model), sft and awares (crops policy)")
     test, _ = resolve(config.eval_data)

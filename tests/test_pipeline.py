@@ -1,4 +1,5 @@
 import json
+import re
 
 from awares.cli import main
 
@@ -74,5 +75,16 @@ def test_a_base_model_skips_grounding_and_a_curation_that_keeps_nothing_stops_wi
     config.write_text(config.read_text().replace("keep_unsolvable = true", "keep_unsolvable = false"))
     assert main(["pipeline", str(config), "--base-model", str(tiny_dir)]) == 2  # a random model answers nothing
     out, err = capsys.readouterr()
-    assert "ground: skipped" in out and not (tmp_path / "run" / "ground").exists()
+    assert "ground:" not in out and not (tmp_path / "run" / "ground").exists()  # --base-model: grounded already
     assert "curation kept no trajectory of 6 samples" in err and "--base-model" in err and "Traceback" not in err
+
+    # A config's own base_model replaces the base stage only: its grounding stages train on it.
+    first_ground = f'ground = ["{tmp_path / "ground.toml"}"]'
+    config.write_text(
+        re.sub(r"ground = \[.*\]", lambda _: f'{first_ground}\nbase_model = "{tiny_dir}"', config.read_text())
+    )
+    assert main(["pipeline", str(config)]) == 2
+    out = capsys.readouterr().out
+    assert f"base: using {tiny_dir}" in out and "ground: training" in out and "base: training" not in out
+    ground = json.loads((tmp_path / "run" / "ground" / "final" / "train_log.json").read_text())["config"]
+    assert ground["init"] == str(tiny_dir) and not (tmp_path / "run" / "ground-2").exists()

@@ -38,7 +38,7 @@ class PipelineConfig(TomlConfig):
     base: str = "configs/base.toml"  # each stage's TOML; "" uses the stage's defaults
     sft: str = "configs/sft.toml"
     grpo: str = "configs/grpo.toml"
-    base_model: str = ""  # a checkpoint to start from instead of training the base VLM
+    base_model: str = ""  # a checkpoint to start from instead of training the base VLM; `ground` runs on it
     # A second base run (a base TOML) trained further from the base's final: teaching the base to
     # ground; its result is the base VLM of every later stage. A list runs each further from the last
     # (a size curriculum: configs/all-sizes/pipeline.toml), in out_dir/ground, ground-2, ... "" skips it.
@@ -116,13 +116,10 @@ def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = print) -> 
         say("base: training")
         with clock.stage("base"):
             base = train_base(config.stage("base", BaseTrainConfig, output_dir=str(out / "base")))
-    if config.ground and config.base_model:
-        say("ground: skipped (a --base-model is trained already)")
-    else:
-        for index, toml in enumerate(config.ground, 1):
-            name = "ground" if index == 1 else f"ground-{index}"
-            stage = config.stage("ground", BaseTrainConfig, toml, init=str(base), output_dir=str(out / name))
-            base = _train_once(name, stage, train_base, clock, say)
+    for index, toml in enumerate(config.ground, 1):
+        name = "ground" if index == 1 else f"ground-{index}"
+        stage = config.stage("ground", BaseTrainConfig, toml, init=str(base), output_dir=str(out / name))
+        base = _train_once(name, stage, train_base, clock, say)
 
     runtime = RuntimeConfig(max_new_tokens=config.max_new_tokens, batch_size=config.batch_size)
     base_engine = Engine(HFBackend.load(base), runtime)

@@ -303,14 +303,19 @@ def add_pipeline(sub: Sub) -> None:
         "config", nargs="?", type=existing_file, help="TOML pipeline config (default: configs/pipeline.toml values)"
     )
     pipe.add_argument("--out", type=folder, help="output folder (default: the config's out_dir)")
-    pipe.add_argument("--base-model", type=folder, help="a trained base VLM to start from instead of training one")
+    pipe.add_argument(
+        "--base-model", type=folder, help="a trained (grounded) VLM to start from: the base and ground stages are skipped"
+    )
     pipe.set_defaults(func=pipeline_command)
 
 
 def pipeline_command(args: argparse.Namespace) -> None:
     from ..pipeline import PipelineConfig, run_pipeline
 
-    config = PipelineConfig.load(args.config, out_dir=args.out, base_model=args.base_model)
+    # A checkpoint named here is the base of curation as it is (a 7B instruct model needs no tiny
+    # grounding stage); a config's own `base_model` keeps its `ground` stages (configs/all-sizes/).
+    skip_ground = {"ground": ""} if args.base_model else {}
+    config = PipelineConfig.load(args.config, out_dir=args.out, base_model=args.base_model, **skip_ground)
     run_pipeline(config)
     print(f"results in {Path(config.out_dir) / 'eval'}/ (summary.json, table.md, pareto.png)")
 

@@ -304,7 +304,7 @@ def add_pipeline(sub: Sub) -> None:
     )
     pipe.add_argument("--out", type=folder, help="output folder (default: the config's out_dir)")
     pipe.add_argument(
-        "--base-model", type=folder, help="a trained (grounded) VLM to start from: the base and ground stages are skipped"
+        "--base-model", type=folder, help="a trained (grounded) VLM to start from: no base or ground stage"
     )
     pipe.set_defaults(func=pipeline_command)
 

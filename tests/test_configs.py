@@ -145,6 +145,7 @@ ABLATIONS = {
     "length-grouped.toml": PipelineConfig,
     "oracle-attention.toml": PipelineConfig,
     "oracle-attention-evidence.toml": PipelineConfig,
+    "oracle-attention-ungrounded.toml": PipelineConfig,
 }
 # configs/ablations/length-grouped.toml: configs/pipeline.toml's stages with these keys set
 LENGTH_GROUPED = {"base": {"length_pool": 128}, "ground": {"length_pool": 128}, "sft": {"group_by_length": True}}
@@ -181,6 +182,10 @@ def test_ablation_configs_load(path):
         plain = PipelineConfig.from_toml(path.parent / "oracle-attention.toml")
         assert replace(config, out_dir=plain.out_dir, overrides=plain.overrides) == plain
         assert config.stage("grpo", GRPOConfig) == replace(plain.stage("grpo", GRPOConfig), evidence_penalty=0.5)
+    elif path.name == "oracle-attention-ungrounded.toml":  # oracle-attention.toml on the base stage's own output
+        plain = PipelineConfig.from_toml(path.parent / "oracle-attention.toml")
+        assert replace(config, out_dir=plain.out_dir, base_model=plain.base_model) == plain
+        assert config.base_model == "runs/all-sizes/pipeline-own-base/base/final" and config.ground == []
     elif isinstance(config, PipelineConfig):
         base = config.stage("base", BaseTrainConfig, output_dir="runs/x")
         assert base.ground in (0.3, 0.5) and TinyConfig(**base.model).patch_filter_mean == 0.3

@@ -67,7 +67,7 @@ def test_pipeline_runs_every_stage_then_skips_what_is_done(tmp_path, monkeypatch
     assert again_times["base"] == times["base"] and again_times["grpo"] > times["grpo"]  # the rerun stage adds
 
 
-def test_a_base_model_skips_grounding_and_a_curation_that_keeps_nothing_stops_with_a_hint(
+def test_base_model_flag_skips_grounding_a_tomls_keeps_it_and_an_empty_curation_stops_with_a_hint(
     tmp_path, tiny_dir, monkeypatch, capsys
 ):
     monkeypatch.setenv("AWARES_HOME", str(tmp_path / "home"))

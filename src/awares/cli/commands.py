@@ -314,8 +314,8 @@ def pipeline_command(args: argparse.Namespace) -> None:
 
     # A checkpoint named here is the base of curation as it is (a 7B instruct model needs no tiny
     # grounding stage); a config's own `base_model` keeps its `ground` stages (configs/all-sizes/).
-    skip_ground = {"ground": ""} if args.base_model else {}
-    config = PipelineConfig.load(args.config, out_dir=args.out, base_model=args.base_model, **skip_ground)
+    ground = "" if args.base_model else None
+    config = PipelineConfig.load(args.config, out_dir=args.out, base_model=args.base_model, ground=ground)
     run_pipeline(config)
     print(f"results in {Path(config.out_dir) / 'eval'}/ (summary.json, table.md, pareto.png)")
 

@@ -1,6 +1,7 @@
 """How much sorting a mixed-size set by image size saves batched answering (curation, evaluation).
 
-    python experiments/size_sorted_batches.py --model runs/all-sizes/pipeline-own-base/base/final --data synthetic:val-all:64
+    python experiments/size_sorted_batches.py --model runs/all-sizes/pipeline-own-base/base/final \
+        --data synthetic:val-all:64
 
 Answers the same records with ``--policy`` in batches of ``--batch-size``, first in the data's order,
 then in ``by_image_size`` order (what ``awares curate`` and ``awares eval`` do), and prints as JSON
